@@ -1,0 +1,293 @@
+"""The ``vigil`` command line."""
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from model.training import TrainConfig
+from tasks.errors import VigilError
+from tasks.sources import SOURCES
+from tasks.store import ROOT_ENV
+
+app = typer.Typer(
+    help="Train, evaluate and watch PyTorch image classifiers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+artifacts_app = typer.Typer(help="Inspect the artifact store.", no_args_is_help=True)
+app.add_typer(artifacts_app, name="artifacts")
+console = Console()
+DEFAULTS = TrainConfig()
+
+# Options shared by several commands.
+RootOption = Annotated[
+    Path | None,
+    typer.Option("--artifact-root", envvar=ROOT_ENV, help="Artifact root folder."),
+]
+SourceOption = Annotated[str, typer.Option(help=f"Data source: {', '.join(SOURCES)}.")]
+DataOption = Annotated[
+    str | None,
+    typer.Option(help="Folder or file of the source (torchvision root, tree, file)."),
+]
+DownloadOption = Annotated[
+    bool, typer.Option(help="Let torchvision sets download (off: nothing downloads).")
+]
+TestFractionOption = Annotated[
+    float, typer.Option(help="Test share when the source has no test split.")
+]
+ValidationOption = Annotated[
+    float, typer.Option(help="Validation share carved from train.")
+]
+SeedOption = Annotated[int, typer.Option(help="Seed for splits and training.")]
+ArchitectureOption = Annotated[str, typer.Option(help="Network architecture.")]
+OptimizerOption = Annotated[str, typer.Option(help="sgd, adam or adamw.")]
+LearningRateOption = Annotated[float, typer.Option(help="Learning rate.")]
+BatchSizeOption = Annotated[int, typer.Option(help="Training batch size.")]
+EpochsOption = Annotated[int, typer.Option(help="Training epochs.")]
+DeviceOption = Annotated[
+    str | None, typer.Option(help="Torch device (default: cuda if present, else cpu).")
+]
+
+
+class _HideUserErrorTracebacks(logging.Filter):
+    """Drop tracebacks of user errors from console logs; the CLI says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], VigilError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    for handler in logging.getLogger("prefect").handlers:
+        handler.addFilter(_HideUserErrorTracebacks())
+
+
+def _run(flow: Any, **parameters: Any) -> Any:
+    """Run a flow in this process; user errors end in one line and exit 1."""
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    _quiet_user_errors()
+    try:
+        return flow(**parameters)
+    except VigilError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _root(root: Path | None) -> str | None:
+    return str(root) if root else None
+
+
+@app.command()
+def run(
+    source: SourceOption = "digits",
+    data: DataOption = None,
+    download: DownloadOption = False,
+    test_fraction: TestFractionOption = 0.2,
+    validation_fraction: ValidationOption = 0.1,
+    architecture: ArchitectureOption = DEFAULTS.architecture,
+    optimizer: OptimizerOption = DEFAULTS.optimizer,
+    learning_rate: LearningRateOption = DEFAULTS.learning_rate,
+    batch_size: BatchSizeOption = DEFAULTS.batch_size,
+    epochs: EpochsOption = DEFAULTS.epochs,
+    seed: SeedOption = DEFAULTS.seed,
+    device: DeviceOption = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="Registry name (default: <dataset>-<arch>).")
+    ] = None,
+    artifact_root: RootOption = None,
+) -> None:
+    """Run the whole pipeline: ingest, train, evaluate, register."""
+    from flows.pipeline import pipeline
+
+    result = _run(
+        pipeline,
+        source=source,
+        data=data,
+        download=download,
+        test_fraction=test_fraction,
+        validation_fraction=validation_fraction,
+        architecture=architecture,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        model_name=model_name,
+        artifact_root=_root(artifact_root),
+    )
+    _print_headline(result["headline"])
+    root = Path(result["artifact_root"])
+    champion = "champion" if result["champion"] else "not champion"
+    console.print(
+        f"model    {result['model_name']} version {result['version']} ({champion})\n"
+        f"snapshot {root / 'datasets' / result['dataset'] / result['snapshot_id']}\n"
+        f"run      {root / 'runs' / result['run_id']}\n"
+        f"registry {root / 'models' / result['model_name'] / str(result['version'])}"
+    )
+
+
+@app.command()
+def ingest(
+    source: SourceOption = "digits",
+    data: DataOption = None,
+    download: DownloadOption = False,
+    test_fraction: TestFractionOption = 0.2,
+    validation_fraction: ValidationOption = 0.1,
+    seed: SeedOption = 0,
+    artifact_root: RootOption = None,
+) -> None:
+    """Store a data source as a content-addressed snapshot."""
+    from flows.pipeline import ingest as ingest_flow
+
+    snapshot_id = _run(
+        ingest_flow,
+        source=source,
+        data=data,
+        download=download,
+        test_fraction=test_fraction,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        artifact_root=_root(artifact_root),
+    )
+    console.print(f"snapshot {snapshot_id}")
+
+
+@app.command()
+def train(
+    snapshot: Annotated[str, typer.Option(help="Snapshot id (or a unique prefix).")],
+    architecture: ArchitectureOption = DEFAULTS.architecture,
+    optimizer: OptimizerOption = DEFAULTS.optimizer,
+    learning_rate: LearningRateOption = DEFAULTS.learning_rate,
+    batch_size: BatchSizeOption = DEFAULTS.batch_size,
+    epochs: EpochsOption = DEFAULTS.epochs,
+    seed: SeedOption = DEFAULTS.seed,
+    device: DeviceOption = None,
+    artifact_root: RootOption = None,
+) -> None:
+    """Train a network on a snapshot (the checkpoint stays in the run folder)."""
+    from flows.pipeline import train as train_flow
+
+    result = _run(
+        train_flow,
+        snapshot_id=snapshot,
+        architecture=architecture,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        artifact_root=_root(artifact_root),
+    )
+    console.print(f"run        {result['run_id']}\ncheckpoint {result['checkpoint']}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    version: Annotated[str, typer.Option(help="Version number or alias.")] = "champion",
+    run: Annotated[
+        str | None, typer.Option(help="Evaluate a train run's checkpoint instead.")
+    ] = None,
+    snapshot: Annotated[
+        str | None, typer.Option(help="Snapshot id (default: the model's own).")
+    ] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(help="Split(s) to evaluate.")
+    ] = None,
+    artifact_root: RootOption = None,
+) -> None:
+    """Evaluate a registered model or a train run's checkpoint."""
+    from flows.pipeline import evaluate as evaluate_flow
+
+    result = _run(
+        evaluate_flow,
+        model_name=model,
+        version=version,
+        run_id=run,
+        snapshot_id=snapshot,
+        splits=tuple(split or ["test"]),
+        artifact_root=_root(artifact_root),
+    )
+    _print_headline(result["headline"])
+    console.print(f"metrics {result['metrics']}")
+
+
+def _print_headline(rows: list[dict[str, Any]]) -> None:
+    table = Table("split", "metric", "value", "n")
+    for row in rows:
+        value = "n/a" if row["value"] is None else f"{row['value']:.4f}"
+        table.add_row(row["split"], row["metric"], value, str(row["n"]))
+    console.print(table)
+
+
+@artifacts_app.command("list")
+def artifacts_list(artifact_root: RootOption = None) -> None:
+    """List datasets, runs and models with their key figures."""
+    from tasks.catalog import list_datasets, list_models, list_runs
+    from tasks.store import resolve_root
+
+    root = resolve_root(_root(artifact_root))
+    for title, rows in (
+        ("datasets", list_datasets(root)),
+        ("runs", list_runs(root)),
+        ("models", list_models(root)),
+    ):
+        _print_rows(f"{title} under {root}", rows)
+
+
+def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        console.print(f"{title}: none")
+        return
+    table = Table(*rows[0], title=title, title_justify="left")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(table)
+
+
+@artifacts_app.command("show")
+def artifacts_show(
+    target: Annotated[
+        str, typer.Argument(help="A table: a path, or runs/<run-id>/<table> etc.")
+    ],
+    rows: Annotated[int, typer.Option(help="Rows to print.")] = 20,
+    artifact_root: RootOption = None,
+) -> None:
+    """Print one table after validating it against its schema."""
+    from tasks.catalog import show_table
+    from tasks.store import resolve_root
+
+    try:
+        schema, frame, path = show_table(resolve_root(_root(artifact_root)), target)
+    except VigilError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    console.print(f"{path}: {len(frame)} rows, valid against schema {schema}")
+    with_pandas_options(lambda: console.print(frame.head(rows).to_string()))
+
+
+def with_pandas_options(show: Any) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        show()
+
+
+def main() -> None:
+    """Entry point of the ``vigil`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
