@@ -65,7 +65,9 @@ class _HideUserErrorTracebacks(logging.Filter):
 
 
 def _quiet_user_errors() -> None:
-    for handler in logging.getLogger("prefect").handlers:
+    # Prefect's console handler sits on the root logger; its API handlers keep
+    # the full traceback for the UI.
+    for handler in logging.getLogger().handlers:
         handler.addFilter(_HideUserErrorTracebacks())
 
 

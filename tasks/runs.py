@@ -22,7 +22,11 @@ def run_folder(root: Path, run_id: str) -> Path:
 
 def find_run(root: Path, run_id: str) -> Path:
     """The run folder whose id is or starts with ``run_id``."""
-    matches = sorted(p for p in (root / "runs").glob(f"{run_id}*") if p.is_dir())
+    matches = sorted(
+        path
+        for path in (root / "runs").glob("*")
+        if run_id and path.is_dir() and path.name.startswith(run_id)
+    )
     if not run_id or not matches:
         raise NotFoundError(
             f"no run {run_id!r} under {root / 'runs'}; "

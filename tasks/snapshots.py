@@ -205,8 +205,8 @@ def find_snapshot(root: Path, snapshot_id: str) -> Snapshot:
     """The snapshot whose id is or starts with ``snapshot_id``."""
     matches = sorted(
         path.parent
-        for path in root.glob(f"datasets/*/{snapshot_id}*/{RECORD}")
-        if not path.parent.name.startswith(".")
+        for path in root.glob(f"datasets/*/*/{RECORD}")
+        if snapshot_id and path.parent.name.startswith(snapshot_id)
     )
     if not matches:
         raise NotFoundError(
@@ -232,4 +232,5 @@ def load_split(snapshot: Snapshot, split: str) -> Split:
         raise DatasetError(
             f"table {path} holds {pixels.size} pixels; expected images of shape {shape}"
         )
-    return pixels.reshape(shape), frame["label"].to_numpy(dtype=np.int64)
+    # A copy: Arrow's buffer is read-only and torch wants writable arrays.
+    return pixels.reshape(shape).copy(), frame["label"].to_numpy(dtype=np.int64)

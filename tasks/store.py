@@ -85,14 +85,30 @@ def validate(
 def describe_failures(failures: pd.DataFrame) -> str:
     """Summarise pandera's failure cases as 'column: check at rows [...]'."""
     parts = []
-    grouped = failures.groupby(["column", "check"], dropna=False, sort=False)
-    for (column, check), cases in grouped:
+    grouped = failures.groupby(["schema_context", "check"], dropna=False, sort=False)
+    for (context, check), cases in grouped:
+        values = [str(v) for v in cases["failure_case"].unique()[:ROWS_NAMED]]
+        if check == "column_in_schema":
+            parts.append(f"unexpected column(s) {', '.join(values)}")
+            continue
+        if check == "column_in_dataframe":
+            parts.append(f"missing column(s) {', '.join(values)}")
+            continue
         rows = [int(i) for i in cases["index"].dropna().unique()[:ROWS_NAMED]]
-        values = [str(v) for v in cases["failure_case"].head(ROWS_NAMED)]
-        column_name = "(table)" if pd.isna(column) else f"column '{column}'"
         where = f" at rows {rows}" if rows else ""
-        shown = ", ".join(values)
-        parts.append(f"{column_name} fails {check}{where} (values: {shown})")
+        if context == "DataFrameSchema":
+            # A table-wide check: pandera reports it once per column.
+            parts.append(f"the table fails {check}{where}")
+            continue
+        for column, column_cases in cases.groupby("column", sort=False):
+            rows = [
+                int(i) for i in column_cases["index"].dropna().unique()[:ROWS_NAMED]
+            ]
+            where = f" at rows {rows}" if rows else ""
+            shown = ", ".join(
+                str(v) for v in column_cases["failure_case"].head(ROWS_NAMED)
+            )
+            parts.append(f"column '{column}' fails {check}{where} (values: {shown})")
     return "; ".join(parts)
 
 

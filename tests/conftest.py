@@ -1,0 +1,112 @@
+"""Fixtures shared by the whole suite."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
+VENV_BIN = Path(sys.executable).parent
+# Generous: the first start of a server migrates a fresh SQLite database.
+SERVER_START_SECONDS = 120
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited early with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"prefect server at {url} not healthy after {seconds} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a process we started, by its id, and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A real `prefect server start` on a free loopback port, own PREFECT_HOME."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": url,
+    }
+    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [
+            str(VENV_BIN / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-ui",
+            "--analytics-off",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_healthy(url, process, SERVER_START_SECONDS)
+        yield {"url": url, "env": env, "home": home, "log": home / "server.log"}
+    finally:
+        stop(process)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def run_vigil():
+    """Run the installed ``vigil`` command as a user would."""
+
+    def run(
+        *arguments: str, env: dict, cwd: Path, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(VENV_BIN / "vigil"), *arguments],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def requires_cifar10() -> Path:
+    if not SHARED_CIFAR10.is_dir():
+        pytest.skip(f"real CIFAR-10 copy not found at {SHARED_CIFAR10}")
+    return SHARED_CIFAR10
