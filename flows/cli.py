@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,8 @@ app = typer.Typer(
 )
 artifacts_app = typer.Typer(help="Inspect the artifact store.", no_args_is_help=True)
 app.add_typer(artifacts_app, name="artifacts")
-console = Console()
+# Wide when piped or captured, so that tables are not cut at 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=200)
 DEFAULTS = TrainConfig()
 
 # Options shared by several commands.
@@ -49,6 +51,9 @@ OptimizerOption = Annotated[str, typer.Option(help="sgd, adam or adamw.")]
 LearningRateOption = Annotated[float, typer.Option(help="Learning rate.")]
 BatchSizeOption = Annotated[int, typer.Option(help="Training batch size.")]
 EpochsOption = Annotated[int, typer.Option(help="Training epochs.")]
+ThreadsOption = Annotated[
+    int, typer.Option(help="Intra-op threads when training on the CPU.")
+]
 DeviceOption = Annotated[
     str | None, typer.Option(help="Torch device (default: cuda if present, else cpu).")
 ]
@@ -102,6 +107,7 @@ def run(
     epochs: EpochsOption = DEFAULTS.epochs,
     seed: SeedOption = DEFAULTS.seed,
     device: DeviceOption = None,
+    cpu_threads: ThreadsOption = DEFAULTS.cpu_threads,
     model_name: Annotated[
         str | None, typer.Option(help="Registry name (default: <dataset>-<arch>).")
     ] = None,
@@ -124,6 +130,7 @@ def run(
         epochs=epochs,
         seed=seed,
         device=device,
+        cpu_threads=cpu_threads,
         model_name=model_name,
         artifact_root=_root(artifact_root),
     )
@@ -174,6 +181,7 @@ def train(
     epochs: EpochsOption = DEFAULTS.epochs,
     seed: SeedOption = DEFAULTS.seed,
     device: DeviceOption = None,
+    cpu_threads: ThreadsOption = DEFAULTS.cpu_threads,
     artifact_root: RootOption = None,
 ) -> None:
     """Train a network on a snapshot (the checkpoint stays in the run folder)."""
@@ -189,6 +197,7 @@ def train(
         epochs=epochs,
         seed=seed,
         device=device,
+        cpu_threads=cpu_threads,
         artifact_root=_root(artifact_root),
     )
     console.print(f"run        {result['run_id']}\ncheckpoint {result['checkpoint']}")
@@ -223,6 +232,130 @@ def evaluate(
     )
     _print_headline(result["headline"])
     console.print(f"metrics {result['metrics']}")
+
+
+@app.command()
+def reevaluate(
+    model: Annotated[str, typer.Option(help="Registered model name.")] = "digits-lenet",
+    version: Annotated[str, typer.Option(help="Version number or alias.")] = "champion",
+    source: Annotated[
+        str | None, typer.Option(help="Source to re-ingest (default: the model's).")
+    ] = None,
+    data: DataOption = None,
+    artifact_root: RootOption = None,
+) -> None:
+    """Re-evaluate a registered model now, as the nightly deployment does."""
+    from flows.reevaluate import reevaluate as reevaluate_flow
+
+    state = _run(
+        reevaluate_flow,
+        model_name=model,
+        version=version,
+        source=source,
+        data=data,
+        artifact_root=_root(artifact_root),
+        return_state=True,
+    )
+    if state.is_failed():
+        typer.echo(f"error: {state.message}", err=True)
+        raise typer.Exit(1)
+    result = state.result()
+    console.print(f"{result['message']}; history {result['history']}")
+
+
+@app.command()
+def serve(
+    cron: Annotated[
+        str, typer.Option(envvar="VIGIL_NIGHTLY_CRON", help="Nightly cron.")
+    ] = "0 2 * * *",
+    timezone: Annotated[
+        str,
+        typer.Option(envvar="VIGIL_NIGHTLY_TIMEZONE", help="IANA zone of the cron."),
+    ] = "UTC",
+) -> None:
+    """Serve the deployments (pipeline, evaluate, reevaluate/nightly)."""
+    from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.deployments import build_deployments
+
+    if not PREFECT_API_URL.value():
+        typer.echo(
+            "error: vigil serve needs a Prefect server that outlives it; start one "
+            "with `prefect server start` and set PREFECT_API_URL "
+            "(e.g. http://127.0.0.1:4200/api)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    try:
+        deployments = build_deployments(cron, timezone)
+    except VigilError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    # Stopping this process must leave the nightly schedule active.
+    prefect_serve(*deployments, pause_on_shutdown=False)
+
+
+@app.command()
+def status(
+    runs: Annotated[int, typer.Option(help="How many recent runs to list.")] = 10,
+) -> None:
+    """Report the server, the deployments, their schedules and the last runs."""
+    from flows.status import read_status
+
+    try:
+        report = read_status(runs)
+    except VigilError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    console.print(f"server {report['server']}: {report['health']}")
+    _print_rows("deployments", report["deployments"])
+    _print_rows("last runs", report["runs"])
+
+
+@app.command()
+def history(
+    model: Annotated[str | None, typer.Option(help="Model name.")] = None,
+    metric: Annotated[str | None, typer.Option(help="e.g. accuracy, f1.")] = None,
+    split: Annotated[str | None, typer.Option(help="e.g. test.")] = None,
+    environment: Annotated[str | None, typer.Option(help="e.g. clean.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First date.")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Last date.")
+    ] = None,
+    per_class: Annotated[
+        bool, typer.Option(help="Include per-class rows, not only overall ones.")
+    ] = False,
+    artifact_root: RootOption = None,
+) -> None:
+    """Print a model's metric history over time."""
+    from tasks.history import read_history
+    from tasks.store import resolve_root
+
+    frame, problems = read_history(
+        resolve_root(_root(artifact_root)),
+        model_name=model,
+        metric=metric,
+        split=split,
+        since=since.date() if since else None,
+        until=until.date() if until else None,
+        environment=environment,
+    )
+    if not per_class:
+        frame = frame[frame["class_index"].isna()]
+    columns = ["date", "evaluated_at", "model_name", "model_version"]
+    columns += ["environment", "split", "metric", "average", "value", "count"]
+    rows = frame[columns].assign(
+        evaluated_at=frame["evaluated_at"].dt.strftime("%H:%M:%S"),
+        value=frame["value"].round(4),
+    )
+    _print_rows("metric history", rows.to_dict("records"))
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 def _print_headline(rows: list[dict[str, Any]]) -> None:

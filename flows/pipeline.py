@@ -66,6 +66,7 @@ def train(
     epochs: int = DEFAULTS.epochs,
     seed: int = DEFAULTS.seed,
     device: str | None = None,
+    cpu_threads: int = DEFAULTS.cpu_threads,
     artifact_root: str | None = None,
 ) -> dict[str, str]:
     """Train a network on a snapshot; return the run id and checkpoint path."""
@@ -79,6 +80,7 @@ def train(
         epochs=epochs,
         seed=seed,
         device=device,
+        cpu_threads=cpu_threads,
     )
 
     # 1. Train; the checkpoint and history land in this run's folder.
@@ -139,6 +141,7 @@ def pipeline(
     epochs: int = DEFAULTS.epochs,
     seed: int = DEFAULTS.seed,
     device: str | None = None,
+    cpu_threads: int = DEFAULTS.cpu_threads,
     model_name: str | None = None,
     artifact_root: str | None = None,
 ) -> dict[str, Any]:
@@ -153,6 +156,7 @@ def pipeline(
         epochs=epochs,
         seed=seed,
         device=device,
+        cpu_threads=cpu_threads,
     )
     if model_name is not None:
         check_model_name(model_name)

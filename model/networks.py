@@ -39,7 +39,7 @@ def build_network(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> nn.Module:
-    """Build the registered architecture ``name`` for the given image shape."""
+    """Build ``name`` for (H, W, C) images; ``mean``/``std`` on the 0-1 scale."""
     if name not in ARCHITECTURES:
         expected = ", ".join(sorted(ARCHITECTURES))
         raise ValueError(f"unknown architecture {name!r}; expected one of: {expected}")

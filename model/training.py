@@ -9,7 +9,7 @@ guaranteed identical.
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -67,10 +67,16 @@ class TrainConfig:
     learning_rate: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0
-    batch_size: int = 16
-    epochs: int = 30
+    # Measured on sklearn's digits: LeNet reaches 0.98-0.99 test accuracy over
+    # seeds 0-9 with SGD 0.001 / 0.9, in about 7 s on one CPU thread.
+    batch_size: int = 8
+    epochs: int = 40
     seed: int = 0
     device: str | None = None
+    # Intra-op threads on the CPU. LeNet-sized batches gain nothing from more,
+    # and on a shared 2-core machine two threads contend: 3 digits epochs took
+    # 0.5-1.5 s with one thread and up to 7.3 s with two (benchmarks/threads).
+    cpu_threads: int = 1
 
     def __post_init__(self) -> None:
         """Reject unknown names and out-of-range numbers with a clear message."""
@@ -79,6 +85,7 @@ class TrainConfig:
         _check_positive("learning_rate", self.learning_rate)
         _check_positive("batch_size", self.batch_size)
         _check_positive("epochs", self.epochs)
+        _check_positive("cpu_threads", self.cpu_threads)
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"expected momentum in [0, 1), got {self.momentum}")
         if self.weight_decay < 0.0:
@@ -96,7 +103,7 @@ class TrainConfig:
         return default_device() if self.device is None else torch.device(self.device)
 
 
-def _check_choice(field: str, value: str, choices: dict[str, object]) -> None:
+def _check_choice(field: str, value: str, choices: Mapping[str, object]) -> None:
     """Raise ValueError when ``value`` is not one of the keys of ``choices``."""
     if value not in choices:
         expected = ", ".join(sorted(choices))
@@ -305,4 +312,5 @@ def predict(
             [network(batch.to(device)) for batch in images.split(batch_size)]
         )  # [N, K]
         probabilities = torch.softmax(logits.float(), dim=1)  # [N, K]
-        return probabilities.argmax(dim=1), probabilities
+    # Clones outside inference mode are ordinary tensors that callers may edit.
+    return probabilities.argmax(dim=1), probabilities.clone()

@@ -12,22 +12,14 @@ from prefect.cache_policies import NO_CACHE
 
 from model.metrics import classification_metrics, confusion_matrix, to_rows
 from model.training import predict
+from tasks.errors import DatasetError
 from tasks.logs import run_logger
+from tasks.monitoring import HEADLINE
 from tasks.registry import load_checkpoint, network_from_checkpoint
 from tasks.runs import run_folder
 from tasks.schemas import ConfusionMatrix, Metrics
 from tasks.snapshots import Snapshot, find_snapshot, load_split
 from tasks.store import read_table, write_table
-
-# The rows a headline table shows: (metric, average), average None = overall.
-HEADLINE = (
-    ("accuracy", None),
-    ("precision", "macro"),
-    ("recall", "macro"),
-    ("f1", "macro"),
-    ("f1", "weighted"),
-    ("specificity", "macro"),
-)
 
 
 def evaluate_split(
@@ -64,7 +56,7 @@ def evaluation_line(split: str, rows: list[dict], seconds: float) -> str:
     accuracy = values[("accuracy", None)]
     macro_f1 = values[("f1", "macro")]["value"]
     return (
-        f"evaluate {split:<10} | accuracy {accuracy['value']:.4f} "
+        f"evaluate {split:<16} | accuracy {accuracy['value']:.4f} "
         f"[{accuracy['lower']:.4f}, {accuracy['upper']:.4f}] | "
         f"macro f1 {macro_f1:.4f} | n {accuracy['count']} | {seconds:.2f} s"
     )
@@ -81,10 +73,16 @@ def evaluate_model(
     splits: tuple[str, ...] = ("validation", "test"),
     environment: str = "clean",
 ) -> str:
-    """Evaluate a checkpoint on snapshot splits; write metrics and confusion."""
+    """Evaluate a checkpoint on snapshot splits; write metrics and confusion.
+
+    Tables already in the run's folder keep their rows of other environments,
+    so one run can evaluate several data sets (clean, shifted, ...).
+    """
     logger = run_logger()
     snapshot = find_snapshot(Path(root), snapshot_id)
-    network = network_from_checkpoint(load_checkpoint(Path(checkpoint_path)))
+    checkpoint = load_checkpoint(Path(checkpoint_path))
+    check_classes(checkpoint["class_names"], snapshot)
+    network = network_from_checkpoint(checkpoint)
     network.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     provenance = {
         "run_id": run_id,
@@ -97,20 +95,34 @@ def evaluate_model(
     metric_rows, cell_rows = [], []
     for split in splits:
         rows, confusion, seconds = evaluate_split(network, snapshot, split)
-        logger.info(evaluation_line(split, rows, seconds))
+        logger.info(evaluation_line(f"{environment}/{split}", rows, seconds))
         metric_rows += [{**provenance, "split": split, **row} for row in rows]
         cells = confusion_rows(confusion, snapshot.class_names)
         cell_rows += [{**provenance, "split": split, **cell} for cell in cells]
 
     folder = run_folder(Path(root), run_id)
     context = {**provenance, "checkpoint": checkpoint_path}
-    write_table(
-        pd.DataFrame(cell_rows), ConfusionMatrix, folder / "confusion.parquet", context
-    )
-    path = write_table(
-        pd.DataFrame(metric_rows), Metrics, folder / "metrics.parquet", context
-    )
-    return str(path)
+    for rows, schema, name in (
+        (cell_rows, ConfusionMatrix, "confusion"),
+        (metric_rows, Metrics, "metrics"),
+    ):
+        path = folder / f"{name}.parquet"
+        frame = pd.DataFrame(rows)
+        if path.is_file():
+            kept = read_table(path, schema)
+            kept = kept[kept["environment"] != environment]
+            frame = pd.concat([kept, frame], ignore_index=True)
+        write_table(frame, schema, path, context)
+    return str(folder / "metrics.parquet")
+
+
+def check_classes(model_classes: list[str], snapshot: Snapshot) -> None:
+    """Refuse data whose classes are not the ones the model was trained on."""
+    if list(model_classes) != list(snapshot.class_names):
+        raise DatasetError(
+            f"snapshot {snapshot.snapshot_id} has classes {snapshot.class_names}; "
+            f"expected the model's classes {model_classes}"
+        )
 
 
 def headline_table(metrics: pd.DataFrame) -> list[dict]:

@@ -8,8 +8,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import registry
 from tasks.errors import VigilError
-from tasks.evaluation import headline_table
 from tasks.logs import run_logger
+from tasks.monitoring import baseline_figures, card_figures
 from tasks.runs import find_run, run_folder, write_run_record
 from tasks.schemas import ConfusionMatrix, Metrics
 from tasks.store import read_table, table_context, write_table
@@ -17,11 +17,7 @@ from tasks.store import read_table, table_context, write_table
 
 def headline_figures(metrics_path: Path) -> dict[str, float | None]:
     """Flat headline figures for a model card, e.g. ``test_accuracy``."""
-    figures = {}
-    for row in headline_table(read_table(metrics_path, Metrics)):
-        name = row["metric"].replace(" (", "_").rstrip(")")
-        figures[f"{row['split']}_{name}"] = row["value"]
-    return figures
+    return card_figures(read_table(metrics_path, Metrics))
 
 
 def stamp_version(folder: Path, version: int) -> None:
@@ -82,6 +78,7 @@ def resolve_model(
             "model_name": name,
             "model_version": None,
             "snapshot_id": checkpoint["snapshot_id"],
+            "baseline": None,
         }
     if model_name is None:
         known = ", ".join(registry.model_names(Path(root))) or "none registered yet"
@@ -94,4 +91,6 @@ def resolve_model(
         "model_name": found.name,
         "model_version": found.version,
         "snapshot_id": found.card["snapshot_id"],
+        # The figures recorded at registration: what re-evaluations compare to.
+        "baseline": baseline_figures(found.card["metrics"]),
     }

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -181,7 +181,7 @@ def register(
                 **card,
                 "name": name,
                 "version": version,
-                "registered_at": datetime.now(UTC).isoformat(),
+                "registered_at": datetime.now(timezone.utc).isoformat(),
                 "libraries": library_versions(),
                 "git_commit": git_commit(),
             }

@@ -1,7 +1,7 @@
 """Where one flow run's tables live: ``runs/<run-id>/``."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,11 @@ def find_run(root: Path, run_id: str) -> Path:
 
 def write_run_record(root: Path, run_id: str, record: dict[str, Any]) -> Path:
     """Write (or replace) the run's JSON record."""
-    full = {"run_id": run_id, "written_at": datetime.now(UTC).isoformat(), **record}
+    full = {
+        "run_id": run_id,
+        "written_at": datetime.now(timezone.utc).isoformat(),
+        **record,
+    }
     return write_json(full, run_folder(root, run_id) / RECORD)
 
 

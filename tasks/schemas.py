@@ -130,6 +130,21 @@ class ConfusionMatrix(_Evaluated):
         name = "ConfusionMatrix"
 
 
+class MetricHistory(Metrics):
+    """One re-evaluation's metric rows, as appended to the metric history.
+
+    One file per flow run, ``history/date=YYYY-MM-DD/<run-id>.parquet``; the
+    date is the Hive partition and is not stored inside the file.
+    """
+
+    evaluated_at: Series[pd.DatetimeTZDtype] = pa.Field(
+        dtype_kwargs={"unit": "us", "tz": "UTC"}
+    )
+
+    class Config:
+        name = "MetricHistory"
+
+
 class AliasEvents(_Strict):
     """Every change of a model alias, oldest first."""
 
@@ -154,6 +169,7 @@ TABLE_SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
         TrainingHistory,
         Metrics,
         ConfusionMatrix,
+        MetricHistory,
         AliasEvents,
     )
 }

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class Snapshot:
     width: int
     channels: int
     counts: dict[str, int]
+    source: dict[str, Any]
+    validation_fraction: float
 
     @classmethod
     def from_record(cls, path: Path) -> "Snapshot":
@@ -60,6 +62,8 @@ class Snapshot:
             width=record["width"],
             channels=record["channels"],
             counts=record["counts"],
+            source=record["source"],
+            validation_fraction=record["validation_fraction"],
         )
 
 
@@ -186,7 +190,7 @@ def write_snapshot(
                 "validation_fraction": validation_fraction,
                 "seed": seed,
                 "source": source,
-                "created_at": datetime.now(UTC).isoformat(),
+                "created_at": datetime.now(timezone.utc).isoformat(),
             },
             staging / RECORD,
         )
@@ -233,4 +237,5 @@ def load_split(snapshot: Snapshot, split: str) -> Split:
             f"table {path} holds {pixels.size} pixels; expected images of shape {shape}"
         )
     # A copy: Arrow's buffer is read-only and torch wants writable arrays.
-    return pixels.reshape(shape).copy(), frame["label"].to_numpy(dtype=np.int64)
+    labels = np.array(frame["label"], dtype=np.int64)
+    return pixels.reshape(shape).copy(), labels

@@ -48,6 +48,18 @@ def progress_bar(epochs: int) -> Iterator[Callable[[], None]]:
         yield lambda: progress.advance(bar)
 
 
+@contextmanager
+def cpu_threads(config: TrainConfig) -> Iterator[None]:
+    """Use ``config.cpu_threads`` intra-op threads on the CPU, then restore."""
+    before = torch.get_num_threads()
+    if config.torch_device().type == "cpu":
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @task(name="train-model", cache_policy=NO_CACHE)
 def train_model(root: str, run_id: str, snapshot_id: str, config: TrainConfig) -> str:
     """Train ``config.architecture`` on a snapshot; return the checkpoint path."""
@@ -77,7 +89,7 @@ def train_model(root: str, run_id: str, snapshot_id: str, config: TrainConfig) -
         config.torch_device(),
     )
 
-    with progress_bar(config.epochs) as advance:
+    with progress_bar(config.epochs) as advance, cpu_threads(config):
 
         def report(stats: EpochStats) -> None:
             logger.info(epoch_line(stats, config.epochs))

@@ -4,7 +4,7 @@ import multiprocessing
 import os
 import platform
 import re
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -72,11 +72,11 @@ def test_each_registration_gets_the_next_version(tmp_path, checkpoint_file):
 
 
 def test_model_card_fields(tmp_path, checkpoint_file):
-    before = datetime.now(UTC)
+    before = datetime.now(timezone.utc)
     entry = register(
         tmp_path, NAME, checkpoint_file, _card(0.8, version=99, architecture="lenet")
     )
-    after = datetime.now(UTC)
+    after = datetime.now(timezone.utc)
     card = entry.card
     assert card["name"] == NAME
     assert card["version"] == 1
