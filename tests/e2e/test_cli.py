@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from model.training import TrainConfig
 from tasks.schemas import Metrics
 from tasks.store import read_table
 
@@ -53,7 +54,7 @@ def test_progress_lines_reach_the_run_logs(trained: dict) -> None:
     lines = [
         line for line in trained["result"].stderr.splitlines() if "| epoch " in line
     ]
-    assert len(lines) == 30
+    assert len(lines) == TrainConfig().epochs
     assert "train loss" in lines[0] and "samples/s" in lines[0]
 
 

@@ -1,0 +1,197 @@
+"""The nightly re-evaluation as users run it: served, triggered, watched."""
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from sklearn.datasets import load_digits
+
+from tasks.history import read_history
+from tasks.schemas import Metrics
+from tasks.store import read_table
+
+VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+SERVE_READY_SECONDS = 120
+RUN_SECONDS = 300
+
+
+@pytest.fixture(scope="module")
+def store(prefect_server: dict, run_vigil, tmp_path_factory) -> dict:
+    """An artifact root with a registered champion, digits-lenet version 1."""
+    root = tmp_path_factory.mktemp("nightly")
+    env = {
+        **prefect_server["env"],
+        "VIGIL_ARTIFACT_ROOT": str(root),
+        # The served runner looks for new runs every 2 s instead of 10 s.
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+    arguments = ["--optimizer", "adam", "--learning-rate", "0.003", "--epochs", "4"]
+    trained = run_vigil("run", *arguments, env=env, cwd=root)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    return {"env": env, "root": root, "url": prefect_server["url"]}
+
+
+@pytest.fixture(scope="module")
+def served(store: dict) -> Iterator[subprocess.Popen]:
+    """`vigil serve` in its own process, stopped by its id afterwards."""
+    log = open(store["root"] / "serve.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [str(VENV_BIN / "vigil"), "serve", "--timezone", "Europe/Berlin"],
+        env=store["env"],
+        cwd=store["root"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_deployments(store["url"], process)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def wait_for_deployments(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + SERVE_READY_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "vigil serve exited early"
+        if len(deployments(url)) == 3:
+            return
+        time.sleep(1)
+    raise AssertionError("vigil serve did not register its deployments")
+
+
+def deployments(url: str) -> dict:
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as c:
+        flows = {flow.id: flow.name for flow in c.read_flows()}
+        return {
+            f"{flows[d.flow_id]}/{d.name}": {
+                "paused": d.paused,
+                "schedules": c.read_deployment_schedules(d.id),
+            }
+            for d in c.read_deployments()
+        }
+
+
+def flow_run(url: str, run_id: str):
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as c:
+        return c.read_flow_run(run_id)
+
+
+def prefect(*arguments: str, store: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "prefect"), *arguments],
+        env=store["env"],
+        cwd=store["root"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_SECONDS,
+    )
+
+
+def created_run_id(output: str) -> str:
+    match = re.search(r"UUID:\s+([0-9a-f-]{36})", output)
+    assert match, output
+    return match.group(1)
+
+
+def history_runs(root: Path) -> dict[str, int]:
+    history, problems = read_history(root)
+    assert problems == []
+    return history.groupby("run_id").size().to_dict()
+
+
+def inverted_digits(folder: Path) -> Path:
+    """Digits with black and white swapped: the model's classes, misread."""
+    digits = load_digits()
+    for label in range(10):
+        (folder / str(label)).mkdir(parents=True)
+        for index in np.flatnonzero(digits.target == label)[:20]:
+            pixels = np.round(digits.images[index] * 255 / 16).astype(np.uint8)
+            Image.fromarray(255 - pixels).save(folder / str(label) / f"{index}.png")
+    return folder
+
+
+def test_serve_registers_three_deployments_with_the_nightly_schedule(
+    store: dict, served: subprocess.Popen
+) -> None:
+    found = deployments(store["url"])
+    assert set(found) == {
+        "pipeline/on-demand",
+        "evaluate/on-demand",
+        "reevaluate/nightly",
+    }
+    (schedule,) = found["reevaluate/nightly"]["schedules"]
+    assert schedule.active
+    assert schedule.schedule.cron == "0 2 * * *"
+    assert schedule.schedule.timezone == "Europe/Berlin"
+
+
+def test_a_triggered_nightly_run_completes_and_appends_its_rows(
+    store: dict, served: subprocess.Popen
+) -> None:
+    before = history_runs(store["root"])
+    result = prefect("deployment", "run", "reevaluate/nightly", "--watch", store=store)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_id = created_run_id(result.stdout)
+    assert flow_run(store["url"], run_id).state.is_completed()
+
+    after = history_runs(store["root"])
+    assert set(after) - set(before) == {run_id}
+    metrics = read_table(store["root"] / "runs" / run_id / "metrics.parquet", Metrics)
+    assert after[run_id] == len(metrics)
+
+
+def test_a_run_on_data_the_model_misreads_ends_failed_with_the_cause(
+    store: dict, served: subprocess.Popen
+) -> None:
+    data = inverted_digits(store["root"] / "inverted")
+    result = prefect(
+        "deployment",
+        "run",
+        "reevaluate/nightly",
+        "--watch",
+        "--param",
+        "source=imagefolder",
+        "--param",
+        f"data={data}",
+        store=store,
+    )
+    assert result.returncode == 1
+    run_id = created_run_id(result.stdout)
+    state = flow_run(store["url"], run_id).state
+    assert state.is_failed()
+    assert re.search(
+        r"model digits-lenet version 1 degraded: accuracy 0\.\d{4} < baseline "
+        r"0\.\d{4} - threshold 0\.0200",
+        state.message,
+    ), state.message
+    inspected = prefect("flow-run", "inspect", run_id, store=store)
+    assert "degraded: accuracy" in inspected.stdout
+
+
+def test_vigil_status_reports_deployments_and_runs(
+    store: dict, served: subprocess.Popen, run_vigil
+) -> None:
+    result = run_vigil("status", env=store["env"], cwd=store["root"])
+    assert result.returncode == 0, result.stderr
+    assert "reevaluate/nightly" in result.stdout
+    assert "0 2 * * * Europe/Berlin" in result.stdout
+    assert "Completed" in result.stdout
+
+
+def test_stopping_serve_leaves_the_schedule_active(
+    store: dict, served: subprocess.Popen
+) -> None:
+    served.terminate()
+    served.wait(timeout=30)
+    nightly = deployments(store["url"])["reevaluate/nightly"]
+    assert nightly["paused"] is False
+    assert all(schedule.active for schedule in nightly["schedules"])
