@@ -74,8 +74,8 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     # Intra-op threads on the CPU. LeNet-sized batches gain nothing from more,
-    # and on a shared 2-core machine two threads contend: 3 digits epochs took
-    # 0.5-1.5 s with one thread and up to 7.3 s with two (benchmarks/threads).
+    # and on a busy 2-core machine two threads contend and stall: see
+    # benchmarks/train_threads.py for the measurement.
     cpu_threads: int = 1
 
     def __post_init__(self) -> None:

@@ -73,6 +73,17 @@ class SourceSpec:
     seed: int = 0
 
 
+# Names that say which split a file or folder holds, not which data set it is.
+SPLIT_NAMES = ("train", "test", "training", "testing", "data", "images")
+
+
+def dataset_name(path: Path) -> str:
+    """A data set's name from its path: ``cifar10/train.parquet`` is cifar10."""
+    if path.name.lower() in SPLIT_NAMES and path.parent.name:
+        return path.parent.name
+    return path.name
+
+
 @dataclass(frozen=True)
 class DecodedSource:
     """Decoded images and labels of one source, by split name."""
@@ -292,7 +303,7 @@ def _load_imagefolder(spec: SourceSpec) -> DecodedSource:
             f"imagefolder: {root} is not a folder; expected <class>/<image> "
             "folders, or train/ and test/ each holding them"
         )
-    name = root.resolve().name
+    name = dataset_name(root.resolve())
     has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
     if has_train and has_test:
         class_names, splits = _read_split_trees(root)
@@ -401,7 +412,9 @@ def _load_parquet(spec: SourceSpec) -> DecodedSource:
         }
     else:
         splits = _split_by_fraction(pieces[0], parts[0].labels, spec, str(path))
-    name = path.resolve().name if path.is_dir() else path.stem
+    name = dataset_name(
+        path.resolve() if path.is_dir() else path.resolve().with_suffix("")
+    )
     return DecodedSource(name=name, class_names=class_names, splits=splits)
 
 

@@ -16,7 +16,13 @@ from sklearn.datasets import load_digits
 
 from model.splits import stratified_split
 from tasks.errors import DatasetError, VigilError
-from tasks.sources import SOURCES, DecodedSource, SourceSpec, load_source
+from tasks.sources import (
+    SOURCES,
+    DecodedSource,
+    SourceSpec,
+    dataset_name,
+    load_source,
+)
 
 CIFAR10_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10"
 CIFAR10_NAMES = [
@@ -660,14 +666,30 @@ def _class_counts(decoded: DecodedSource) -> np.ndarray:
 @needs_cifar10
 def test_real_cifar10_parquet_and_image_folder() -> None:
     train = load_source(SourceSpec("parquet", path=CIFAR10_DIR / "train.parquet"))
+    assert train.name == "cifar10"
     assert train.class_names == CIFAR10_NAMES
     assert train.splits["train"][0].shape[1:] == (32, 32, 3)
     np.testing.assert_array_equal(_class_counts(train), [5000] * 10)
     np.testing.assert_allclose(_channel_means(train), [0.491, 0.482, 0.447], atol=0.01)
 
     test = load_source(SourceSpec("imagefolder", path=CIFAR10_DIR / "test"))
-    assert test.name == "test"
+    assert test.name == "cifar10"
     assert test.class_names == CIFAR10_NAMES
     assert test.splits["test"][0].shape[1:] == (32, 32, 3)
     np.testing.assert_array_equal(_class_counts(test), [1000] * 10)
     np.testing.assert_allclose(_channel_means(test), [0.491, 0.482, 0.447], atol=0.01)
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("/data/cifar10/train", "cifar10"),
+        ("/data/cifar10/test", "cifar10"),
+        ("/data/cifar10/Train", "cifar10"),
+        ("/data/pets", "pets"),
+        ("/data/pets/shifted", "shifted"),
+    ],
+    ids=["train-folder", "test-folder", "capitalised", "plain", "nested"],
+)
+def test_dataset_names_skip_split_folder_names(path: str, expected: str) -> None:
+    assert dataset_name(Path(path)) == expected
