@@ -77,16 +77,12 @@ def _quiet_user_errors() -> None:
 
 
 def _run(flow: Any, **parameters: Any) -> Any:
-    """Run a flow in this process; user errors end in one line and exit 1."""
+    """Run a flow in this process, its console logs free of user-error tracebacks."""
     from prefect.logging.configuration import setup_logging
 
     setup_logging()
     _quiet_user_errors()
-    try:
-        return flow(**parameters)
-    except VigilError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    return flow(**parameters)
 
 
 def _root(root: Path | None) -> str | None:
@@ -287,11 +283,7 @@ def serve(
             err=True,
         )
         raise typer.Exit(1)
-    try:
-        deployments = build_deployments(cron, timezone)
-    except VigilError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    deployments = build_deployments(cron, timezone)
     # Stopping this process must leave the nightly schedule active.
     prefect_serve(*deployments, pause_on_shutdown=False)
 
@@ -303,11 +295,7 @@ def status(
     """Report the server, the deployments, their schedules and the last runs."""
     from flows.status import read_status
 
-    try:
-        report = read_status(runs)
-    except VigilError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    report = read_status(runs)
     console.print(f"server {report['server']}: {report['health']}")
     _print_rows("deployments", report["deployments"])
     _print_rows("last runs", report["runs"])
@@ -403,11 +391,7 @@ def artifacts_show(
     from tasks.catalog import show_table
     from tasks.store import resolve_root
 
-    try:
-        schema, frame, path = show_table(resolve_root(_root(artifact_root)), target)
-    except VigilError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    schema, frame, path = show_table(resolve_root(_root(artifact_root)), target)
     console.print(f"{path}: {len(frame)} rows, valid against schema {schema}")
     with_pandas_options(lambda: console.print(frame.head(rows).to_string()))
 
@@ -420,8 +404,12 @@ def with_pandas_options(show: Any) -> None:
 
 
 def main() -> None:
-    """Entry point of the ``vigil`` console script."""
-    app()
+    """Entry point of the ``vigil`` console script: user errors end in one line."""
+    try:
+        app()
+    except VigilError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -94,10 +94,14 @@ def library_versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The current git commit of the working directory, when there is one."""
+    """The git commit of vigil's own source, when it runs from a checkout."""
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

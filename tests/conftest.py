@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,10 +50,9 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+@contextmanager
+def running_prefect_server(home: Path) -> Iterator[dict]:
     """A real `prefect server start` on a free loopback port, own PREFECT_HOME."""
-    home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -61,29 +61,24 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": url,
     }
-    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [
-            str(VENV_BIN / "prefect"),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-ui",
-            "--analytics-off",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until_healthy(url, process, SERVER_START_SECONDS)
-        yield {"url": url, "env": env, "home": home, "log": home / "server.log"}
-    finally:
-        stop(process)
-        log.close()
+    command = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--no-ui", "--analytics-off"]
+    with open(home / "server.log", "w") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until_healthy(url, process, SERVER_START_SECONDS)
+            yield {"url": url, "env": env, "home": home, "log": home / "server.log"}
+        finally:
+            stop(process)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """One real Prefect server for the end-to-end tests of the session."""
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +105,9 @@ def requires_cifar10() -> Path:
     if not SHARED_CIFAR10.is_dir():
         pytest.skip(f"real CIFAR-10 copy not found at {SHARED_CIFAR10}")
     return SHARED_CIFAR10
+
+
+@pytest.fixture(scope="session")
+def start_prefect_server():
+    """Start another server of one's own: ``with start_prefect_server(home):``."""
+    return running_prefect_server

@@ -105,6 +105,23 @@ def wait_for_events(client, name: str, seconds: float = 30) -> list:
     raise AssertionError(f"no {name} event within {seconds} s")
 
 
+def test_extra_sets_are_evaluated_and_recorded_without_alarm(
+    registered: dict, inverted_digits: Path
+) -> None:
+    root = registered["artifact_root"]
+    extra = {"inverted": {"source": "imagefolder", "data": str(inverted_digits)}}
+    result = reevaluate(model_name="watched", extra_sets=extra, artifact_root=root)
+    assert result["degraded"] is False
+    history, _ = read_history(Path(root), model_name="watched")
+    mine = history[history["run_id"] == result["run_id"]]
+    assert set(mine["environment"]) == {"clean", "inverted"}
+    inverted = mine[
+        (mine["environment"] == "inverted") & (mine["metric"] == "accuracy")
+    ]
+    clean = mine[(mine["environment"] == "clean") & (mine["metric"] == "accuracy")]
+    assert inverted["value"].item() < clean["value"].item()
+
+
 def test_the_history_keeps_every_run(registered: dict) -> None:
     history, _ = read_history(Path(registered["artifact_root"]), model_name="watched")
     environments = history.groupby("run_id")["environment"].unique()
