@@ -55,7 +55,8 @@ def _describe(deployment: Any, flows: dict) -> dict[str, Any]:
         or "on demand",
         "schedule active": ", ".join(str(s.active) for s in schedules) or "-",
         "last polled": _time(deployment.last_polled),
-        "status": getattr(deployment, "status", None),
+        # READY while something polls for its runs, NOT_READY once nothing has.
+        "status": getattr(deployment.status, "value", deployment.status),
     }
 
 
@@ -65,7 +66,9 @@ def _describe_run(run: Any, flows: dict, deployments: dict) -> dict[str, Any]:
         "flow": flows.get(run.flow_id, "?"),
         "deployment": deployments.get(run.deployment_id, "-"),
         "state": run.state.name if run.state else "-",
-        "started": _time(run.start_time),
+        "start": _time(run.start_time)
+        if run.start_time
+        else f"{_time(run.expected_start_time)} (expected)",
         "message": (run.state.message or "")[:80] if run.state else "",
     }
 
