@@ -7,6 +7,7 @@ On CUDA, cuDNN may choose non-deterministic kernels, so runs are close but not
 guaranteed identical.
 """
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +22,9 @@ from model.networks import ARCHITECTURES
 
 # Batch size for validation and prediction: no gradients, so memory allows more.
 EVAL_BATCH_SIZE = 1024
+DEVICE_TYPES = ("cpu", "cuda")
+# torch.Generator.manual_seed takes a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
 
 
 def _build_sgd(
@@ -92,15 +96,38 @@ class TrainConfig:
             raise ValueError(
                 f"expected a non-negative weight_decay, got {self.weight_decay}"
             )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"expected a seed in [0, 2**63 - 1], got {self.seed}")
+        cores = os.cpu_count() or 1
+        if self.cpu_threads > cores:
+            raise ValueError(
+                f"expected cpu_threads from 1 to {cores} (this machine's cores), "
+                f"got {self.cpu_threads}"
+            )
         if self.device is not None:
-            try:
-                torch.device(self.device)
-            except RuntimeError as error:
-                raise ValueError(f"unknown device {self.device!r}") from error
+            _check_device(self.device)
 
     def torch_device(self) -> torch.device:
         """Return the configured device, or the default one when none is set."""
         return default_device() if self.device is None else torch.device(self.device)
+
+
+def _check_device(name: str) -> None:
+    """Raise ValueError unless ``name`` is a CPU or an available CUDA device."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ValueError(
+            f"unknown device {name!r}; expected one of: {', '.join(DEVICE_TYPES)} "
+            "(or cuda:N)"
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} is not available here; expected cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device {name!r} does not exist; this machine has {count}")
 
 
 def _check_choice(field: str, value: str, choices: Mapping[str, object]) -> None:

@@ -158,6 +158,11 @@ def write_snapshot(
     source: dict[str, Any],
 ) -> tuple[Snapshot, bool]:
     """Store ``decoded`` as a snapshot; return it and whether it was new."""
+    if not 0.0 < validation_fraction < 1.0:
+        raise DatasetError(
+            f"validation_fraction {validation_fraction} is out of range; "
+            "expected a fraction strictly between 0 and 1"
+        )
     check_splits(decoded.splits, decoded.class_names)
     splits = carve_validation(decoded, validation_fraction, seed)
     check_splits(splits, decoded.class_names)

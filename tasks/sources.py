@@ -73,6 +73,9 @@ class SourceSpec:
     seed: int = 0
 
 
+# torch.Generator.manual_seed takes a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
+
 # Names that say which split a file or folder holds, not which data set it is.
 SPLIT_NAMES = ("train", "test", "training", "testing", "data", "images")
 
@@ -109,6 +112,8 @@ def load_source(spec: SourceSpec) -> DecodedSource:
             f"test_fraction {spec.test_fraction} is out of range; "
             "expected a fraction strictly between 0 and 1"
         )
+    if not 0 <= spec.seed <= MAX_SEED:
+        raise DatasetError(f"seed {spec.seed} is out of range; expected 0 to 2**63 - 1")
     if spec.source == "digits":
         return _load_digits(spec)
     if spec.source in TORCHVISION_SETS:

@@ -169,6 +169,14 @@ BAD_INPUTS = {
         lambda tmp: ["run", "--optimizer", "rmsprop"],
         "unknown optimizer 'rmsprop'",
     ),
+    "validation-fraction-out-of-range": (
+        lambda tmp: ["run", "--validation-fraction", "1.5"],
+        "validation_fraction 1.5 is out of range",
+    ),
+    "unknown-device": (
+        lambda tmp: ["run", "--device", "tpu"],
+        "unknown device 'tpu'",
+    ),
     "corrupt-image": (corrupt_image, "broken.png"),
     "labels-out-of-range": (labels_out_of_range, "7"),
     "mixed-image-sizes": (mixed_sizes, "big.png"),

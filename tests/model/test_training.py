@@ -145,11 +145,22 @@ def test_fit_leaves_the_network_in_eval_mode() -> None:
         ({"momentum": 1.0}, r"expected momentum in \[0, 1\), got 1.0"),
         ({"weight_decay": -0.1}, "expected a non-negative weight_decay, got -0.1"),
         ({"device": "gpu0"}, "unknown device 'gpu0'"),
+        ({"device": "meta"}, "unknown device 'meta'; expected one of: cpu, cuda"),
+        ({"seed": -1}, r"expected a seed in \[0, 2\*\*63 - 1\], got -1"),
+        ({"seed": 2**64}, r"expected a seed in \[0, 2\*\*63 - 1\]"),
+        ({"cpu_threads": 0}, "expected a positive cpu_threads, got 0"),
+        ({"cpu_threads": 10**6}, "expected cpu_threads from 1 to"),
     ],
 )
 def test_config_rejects_bad_values(overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         TrainConfig(**overrides)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_is_refused_where_there_is_none() -> None:
+    with pytest.raises(ValueError, match="device 'cuda' is not available here"):
+        TrainConfig(device="cuda")
 
 
 def test_unknown_optimizer_lists_every_choice() -> None:
