@@ -19,3 +19,7 @@ class TableError(VigilError):
 
 class NotFoundError(VigilError):
     """An artifact (run, model version, snapshot) does not exist."""
+
+
+class StorageError(VigilError):
+    """The artifact root cannot be written (permissions, a file in the way)."""

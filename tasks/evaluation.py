@@ -81,7 +81,7 @@ def evaluate_model(
     logger = run_logger()
     snapshot = find_snapshot(Path(root), snapshot_id)
     checkpoint = load_checkpoint(Path(checkpoint_path))
-    check_classes(checkpoint["class_names"], snapshot)
+    check_compatible(checkpoint, snapshot)
     network = network_from_checkpoint(checkpoint)
     network.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     provenance = {
@@ -116,12 +116,20 @@ def evaluate_model(
     return str(folder / "metrics.parquet")
 
 
-def check_classes(model_classes: list[str], snapshot: Snapshot) -> None:
-    """Refuse data whose classes are not the ones the model was trained on."""
-    if list(model_classes) != list(snapshot.class_names):
+def check_compatible(checkpoint: dict, snapshot: Snapshot) -> None:
+    """Refuse data whose classes or image shape are not the model's."""
+    if list(checkpoint["class_names"]) != list(snapshot.class_names):
         raise DatasetError(
             f"snapshot {snapshot.snapshot_id} has classes {snapshot.class_names}; "
-            f"expected the model's classes {model_classes}"
+            f"expected the model's classes {checkpoint['class_names']}"
+        )
+    model = checkpoint["input"]
+    expected = f"{model['height']}x{model['width']}x{model['channels']}"
+    found = f"{snapshot.height}x{snapshot.width}x{snapshot.channels}"
+    if found != expected:
+        raise DatasetError(
+            f"snapshot {snapshot.snapshot_id} has images of {found} (height x width "
+            f"x channels); expected the model's {expected}"
         )
 
 

@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +31,15 @@ from torch import nn
 from model.networks import build_network
 from tasks.errors import NotFoundError, TableError, VigilError
 from tasks.schemas import AliasEvents
-from tasks.store import atomic_path, read_json, read_table, write_json, write_table
+from tasks.store import (
+    atomic_path,
+    ensure_folder,
+    read_json,
+    read_table,
+    staging_folder,
+    write_json,
+    write_table,
+)
 
 CHAMPION = "champion"
 # The figure that decides which version is champion, as stored on the card.
@@ -115,8 +122,7 @@ def model_folder(root: Path, name: str) -> Path:
 @contextmanager
 def locked(root: Path, name: str) -> Iterator[Path]:
     """Hold the model's registry lock for the duration of the block."""
-    folder = model_folder(root, name)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_folder(model_folder(root, name))
     with open(folder / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -178,7 +184,7 @@ def register(
     """Copy a run's checkpoint into the registry as the next version."""
     with locked(root, name) as folder:
         version = max(versions(root, name), default=0) + 1
-        staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{version}."))
+        staging = staging_folder(folder, f".{version}.")
         try:
             shutil.copyfile(checkpoint_path, staging / "model.pt")
             full_card = {

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,13 @@ from model.statistics import channel_statistics
 from tasks.errors import DatasetError, NotFoundError
 from tasks.schemas import SPLITS, DatasetProfile, SnapshotSplit
 from tasks.sources import DecodedSource
-from tasks.store import read_json, read_table, write_json, write_table
+from tasks.store import (
+    read_json,
+    read_table,
+    staging_folder,
+    write_json,
+    write_table,
+)
 
 ID_LENGTH = 16
 RECORD = "snapshot.json"
@@ -173,8 +178,7 @@ def write_snapshot(
         return Snapshot.from_record(final), False
 
     # Build the whole folder aside, then rename it into place in one step.
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{snapshot_id}."))
+    staging = staging_folder(parent, f".{snapshot_id}.")
     try:
         context = {"snapshot_id": snapshot_id, "source": source}
         for split, (images, labels) in splits.items():

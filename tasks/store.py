@@ -19,7 +19,7 @@ import pandera.pandas as pa
 import pyarrow
 import pyarrow.parquet as pq
 
-from tasks.errors import NotFoundError, TableError
+from tasks.errors import NotFoundError, StorageError, TableError
 from tasks.schemas import FILE_SCHEMAS, TABLE_SCHEMAS
 
 ROOT_ENV = "VIGIL_ARTIFACT_ROOT"
@@ -36,13 +36,37 @@ def resolve_root(root: str | Path | None = None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
+def ensure_folder(folder: Path) -> Path:
+    """Create ``folder`` (and parents), or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(
+            f"cannot create folder {folder}: {error.strerror}; expected a writable "
+            "artifact root (--artifact-root or $VIGIL_ARTIFACT_ROOT)"
+        ) from None
+    return folder
+
+
+def staging_folder(parent: Path, prefix: str) -> Path:
+    """A fresh hidden folder in ``parent`` to build an artifact in before renaming."""
+    ensure_folder(parent)
+    try:
+        return Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    except OSError as error:
+        raise StorageError(f"cannot write in {parent}: {error.strerror}") from None
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
+    ensure_folder(path.parent)
+    try:
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+    except OSError as error:
+        raise StorageError(f"cannot write in {path.parent}: {error.strerror}") from None
     os.close(handle)
     try:
         yield Path(temporary)

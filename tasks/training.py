@@ -15,6 +15,7 @@ from rich.progress import Progress
 from model.networks import build_network
 from model.statistics import channel_statistics
 from model.training import EpochStats, TrainConfig, fit, seed_everything
+from tasks.errors import DatasetError
 from tasks.logs import run_logger
 from tasks.registry import save_checkpoint
 from tasks.runs import run_folder
@@ -79,7 +80,11 @@ def train_model(root: str, run_id: str, snapshot_id: str, config: TrainConfig) -
         "std": (statistics["std"].clamp(min=1e-3) / 255).tolist(),
     }
     seed_everything(config.seed)
-    network = build_network(config.architecture, **shape)
+    try:
+        network = build_network(config.architecture, **shape)
+    except ValueError as error:
+        message = f"snapshot {snapshot.snapshot_id} does not fit {config.architecture}"
+        raise DatasetError(f"{message}: {error}") from None
     logger.info(
         "training %s on %s (%d train, %d validation images) on %s",
         config.architecture,

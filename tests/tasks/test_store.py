@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tasks.store
-from tasks.errors import NotFoundError, TableError
+from tasks.errors import NotFoundError, StorageError, TableError
 from tasks.schemas import (
     AliasEvents,
     ConfusionMatrix,
@@ -495,3 +495,10 @@ def test_relative_and_home_roots_become_absolute(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert resolve_root("store") == tmp_path / "store"
     assert resolve_root("~/store") == tmp_path / "home" / "store"
+
+
+def test_an_artifact_root_that_is_a_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the artifact root should be")
+    with pytest.raises(StorageError, match="cannot create folder .*: Not a directory"):
+        write_json({"a": 1}, blocker / "runs" / "x" / "run.json")

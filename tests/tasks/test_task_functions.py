@@ -4,9 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.metrics import confusion_matrix as sklearn_confusion
 
 from model.training import EpochStats, TrainConfig
+from tasks.errors import DatasetError
 from tasks.evaluation import evaluate_model
 from tasks.ingest import ingest_snapshot
 from tasks.registration import register_model, resolve_model
@@ -127,3 +129,40 @@ def test_the_epoch_line_has_a_fixed_format() -> None:
         "epoch   3/40 | train loss 0.5000 acc 0.8000 | val loss 0.2500 acc 0.9000 "
         "| lr 1.00e-03 | 1.50 s | 1,234 samples/s | peak 3 MiB"
     )
+
+
+def image_tree(folder: Path, size: int, mode: str = "RGB") -> Path:
+    """Ten class folders '0'..'9' of small solid images."""
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    for label in range(10):
+        (folder / str(label)).mkdir(parents=True)
+        for index in range(5):
+            pixels = np.full(shape, 20 * index, np.uint8)
+            Image.fromarray(pixels, mode).save(folder / str(label) / f"{index}.png")
+    return folder
+
+
+def test_evaluating_on_images_of_another_shape_is_refused(
+    chain: dict, tmp_path: Path
+) -> None:
+    tree = image_tree(tmp_path / "rgb", size=4)
+    other = ingest_snapshot.fn(chain["root"], SourceSpec("imagefolder", tree))
+    with pytest.raises(
+        DatasetError, match="has images of 4x4x3 .* expected the model's 8x8x1"
+    ):
+        evaluate_model.fn(
+            chain["root"], "run-2", chain["checkpoint"], other["snapshot_id"], "m"
+        )
+    assert not (Path(chain["root"]) / "runs" / "run-2").exists()
+
+
+def test_training_on_images_too_small_for_the_network_is_refused(
+    chain: dict, tmp_path: Path
+) -> None:
+    tree = image_tree(tmp_path / "dots", size=1, mode="L")
+    tiny = ingest_snapshot.fn(chain["root"], SourceSpec("imagefolder", tree))
+    with pytest.raises(
+        DatasetError, match="does not fit lenet: images of 1x1 are too small"
+    ):
+        train_model.fn(chain["root"], "run-3", tiny["snapshot_id"], CONFIG)
+    assert not (Path(chain["root"]) / "runs" / "run-3").exists()
