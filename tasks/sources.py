@@ -9,6 +9,7 @@ line that names the offending path or value and what was expected.
 
 import io
 import json
+import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ class SourceSpec:
     seed: int = 0
 
 
+# More classes than this is a label column gone wrong (ImageNet has 1,000);
+# every class costs rows in the metric and confusion tables.
+MAX_CLASSES = 1000
 # torch.Generator.manual_seed takes a signed 64-bit integer.
 MAX_SEED = 2**63 - 1
 
@@ -114,6 +118,22 @@ def load_source(spec: SourceSpec) -> DecodedSource:
         )
     if not 0 <= spec.seed <= MAX_SEED:
         raise DatasetError(f"seed {spec.seed} is out of range; expected 0 to 2**63 - 1")
+    if spec.source == "digits" and spec.path is not None:
+        raise DatasetError(
+            f"source 'digits' is built in and takes no --data (got {spec.path}); "
+            "expected --source imagefolder or parquet for data of your own"
+        )
+    decoded = _load(spec)
+    if len(decoded.class_names) < 2:
+        raise DatasetError(
+            f"{decoded.name} has {len(decoded.class_names)} class "
+            f"({', '.join(decoded.class_names)}); expected at least two classes"
+        )
+    return decoded
+
+
+def _load(spec: SourceSpec) -> DecodedSource:
+    """Dispatch to the loader of ``spec.source``."""
     if spec.source == "digits":
         return _load_digits(spec)
     if spec.source in TORCHVISION_SETS:
@@ -133,7 +153,11 @@ def load_source(spec: SourceSpec) -> DecodedSource:
 def _first_line(exc: BaseException) -> str:
     """Return the first line of an exception's message, or its type name."""
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    # PIL names in-memory files by their object repr, which says nothing.
+    first = (
+        re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", lines[0]) if lines else ""
+    )
+    return first or type(exc).__name__
 
 
 def _require_path(spec: SourceSpec) -> Path:
@@ -141,7 +165,7 @@ def _require_path(spec: SourceSpec) -> Path:
     expected = PATH_EXPECTATIONS[spec.source]
     if spec.path is None:
         raise DatasetError(
-            f"source {spec.source!r} needs a path (--path); expected {expected}"
+            f"source {spec.source!r} needs a path (--data); expected {expected}"
         )
     path = Path(spec.path)
     if not path.exists():
@@ -552,6 +576,12 @@ def _settle_class_names(parts: list[_ParquetPart]) -> list[str]:
     if named:
         return list(named[0].class_names or [])
     top_label = max(int(part.labels.max()) for part in parts)
+    if top_label >= MAX_CLASSES:
+        raise DatasetError(
+            f"parquet: label {top_label} implies {top_label + 1} classes and the file "
+            f"names none; expected labels below {MAX_CLASSES}, or class names in "
+            "the huggingface metadata"
+        )
     return [str(label) for label in range(top_label + 1)]
 
 

@@ -321,10 +321,13 @@ def test_imagefolder_reads_jpeg_close_to_written_pixels(tmp_path: Path) -> None:
     ):
         _save(tmp_path / "train" / "only" / name, image)
     _save(tmp_path / "test" / "only" / "e.jpg", written[0])
+    # A second class: one-class data sets are refused.
+    _save(tmp_path / "train" / "other" / "f.jpg", written[1])
+    _save(tmp_path / "test" / "other" / "g.jpg", written[1])
 
     decoded = load_source(SourceSpec("imagefolder", path=tmp_path))
 
-    train_images = decoded.splits["train"][0]
+    train_images = decoded.splits["train"][0][:4]  # class "only" sorts first
     assert train_images.shape == (4, 16, 16, 3)
     error = np.abs(train_images.astype(np.int16) - np.stack(written).astype(np.int16))
     assert error.mean() < 3  # JPEG is lossy, but a smooth gradient survives
@@ -591,8 +594,9 @@ def test_parquet_corrupt_image_names_row(tmp_path: Path) -> None:
     _write_hf_parquet(file, [good, good, b"not an image"], [0, 1, 0])
     with pytest.raises(
         DatasetError, match=r"cannot decode image row 2 of .*bad\.parquet"
-    ):
+    ) as raised:
         load_source(SourceSpec("parquet", path=file))
+    assert "BytesIO" not in str(raised.value)
 
 
 def test_parquet_row_without_image(tmp_path: Path) -> None:
@@ -693,3 +697,28 @@ def test_real_cifar10_parquet_and_image_folder() -> None:
 )
 def test_dataset_names_skip_split_folder_names(path: str, expected: str) -> None:
     assert dataset_name(Path(path)) == expected
+
+
+def test_a_single_class_is_refused(tmp_path: Path) -> None:
+    for index in range(5):
+        _save(tmp_path / "lonely" / "cats" / f"{index}.png", _smooth_rgb(8, 8, index))
+    with pytest.raises(DatasetError, match="lonely has 1 class .*at least two classes"):
+        load_source(SourceSpec("imagefolder", path=tmp_path / "lonely"))
+
+
+def test_digits_takes_no_data_path(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="'digits' is built in and takes no --data"):
+        load_source(SourceSpec("digits", path=tmp_path))
+
+
+def test_labels_implying_too_many_classes_are_refused(tmp_path: Path) -> None:
+    encoded = _encode_png(_smooth_rgb(4, 4, 0))
+    table = pa.table(
+        {
+            "img": [{"bytes": encoded, "path": f"{i}.png"} for i in range(4)],
+            "label": [0, 1, 0, 5000],
+        }
+    )
+    pq.write_table(table, tmp_path / "wide.parquet")
+    with pytest.raises(DatasetError, match="label 5000 implies 5001 classes"):
+        load_source(SourceSpec("parquet", path=tmp_path / "wide.parquet"))
