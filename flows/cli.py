@@ -15,6 +15,15 @@ from tasks.errors import VigilError
 from tasks.sources import SOURCES
 from tasks.store import ROOT_ENV
 
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        typer.echo(f"vigil {version('vigil')}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     help="Train, evaluate and watch PyTorch image classifiers.",
     no_args_is_help=True,
@@ -85,6 +94,23 @@ def _run(flow: Any, **parameters: Any) -> Any:
     return flow(**parameters)
 
 
+TRAINING_OPTIONS = (
+    "architecture",
+    "optimizer",
+    "learning_rate",
+    "batch_size",
+    "epochs",
+    "seed",
+    "device",
+    "cpu_threads",
+)
+
+
+def _training(options: dict[str, Any]) -> dict[str, Any]:
+    """The training options among a command's arguments."""
+    return {name: options[name] for name in TRAINING_OPTIONS}
+
+
 def _root(root: Path | None) -> str | None:
     return str(root) if root else None
 
@@ -110,7 +136,15 @@ def run(
     artifact_root: RootOption = None,
 ) -> None:
     """Run the whole pipeline: ingest, train, evaluate, register."""
-    from flows.pipeline import pipeline
+    from flows.pipeline import pipeline, source_spec, train_config
+    from tasks.registry import check_model_name
+    from tasks.sources import check_spec
+
+    # Refuse bad options before a Prefect server starts for nothing.
+    check_spec(source_spec(source, data, download, test_fraction, seed))
+    train_config(**_training(locals()))
+    if model_name is not None:
+        check_model_name(model_name)
 
     result = _run(
         pipeline,
@@ -153,6 +187,10 @@ def ingest(
 ) -> None:
     """Store a data source as a content-addressed snapshot."""
     from flows.pipeline import ingest as ingest_flow
+    from flows.pipeline import source_spec
+    from tasks.sources import check_spec
+
+    check_spec(source_spec(source, data, download, test_fraction, seed))
 
     snapshot_id = _run(
         ingest_flow,
@@ -182,6 +220,9 @@ def train(
 ) -> None:
     """Train a network on a snapshot (the checkpoint stays in the run folder)."""
     from flows.pipeline import train as train_flow
+    from flows.pipeline import train_config
+
+    train_config(**_training(locals()))
 
     result = _run(
         train_flow,
@@ -253,7 +294,10 @@ def reevaluate(
         return_state=True,
     )
     if state.is_failed():
-        typer.echo(f"error: {state.message}", err=True)
+        # A user error reads as itself, not as Prefect's wrapper around it.
+        cause = state.result(raise_on_failure=False)
+        message = str(cause) if isinstance(cause, VigilError) else state.message
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1)
     result = state.result()
     console.print(f"{result['message']}; history {result['history']}")
@@ -346,6 +390,21 @@ def history(
         raise typer.Exit(1)
 
 
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Train, evaluate and watch PyTorch image classifiers."""
+
+
 def _print_headline(rows: list[dict[str, Any]]) -> None:
     table = Table("split", "metric", "value", "n")
     for row in rows:
@@ -384,7 +443,7 @@ def artifacts_show(
     target: Annotated[
         str, typer.Argument(help="A table: a path, or runs/<run-id>/<table> etc.")
     ],
-    rows: Annotated[int, typer.Option(help="Rows to print.")] = 20,
+    rows: Annotated[int, typer.Option(min=0, help="Rows to print.")] = 20,
     artifact_root: RootOption = None,
 ) -> None:
     """Print one table after validating it against its schema."""

@@ -18,6 +18,8 @@ def nightly_schedule(
     cron: str = NIGHTLY_CRON, timezone: str = NIGHTLY_TIMEZONE
 ) -> CronSchedule:
     """The re-evaluation's schedule: 02:00 every day in an explicit time zone."""
+    if not timezone.strip():
+        raise VigilError("invalid nightly timezone: empty; expected e.g. 'UTC'")
     try:
         return CronSchedule(cron=cron, timezone=timezone)
     except ValidationError as error:

@@ -15,7 +15,7 @@ from tasks.errors import VigilError
 from tasks.evaluation import evaluate_model, publish_metrics
 from tasks.ingest import ingest_snapshot
 from tasks.registration import record_run, register_model, resolve_model
-from tasks.registry import check_model_name
+from tasks.registry import check_model_name, default_model_name
 from tasks.runs import new_run_id
 from tasks.sources import SourceSpec
 from tasks.store import resolve_root
@@ -95,7 +95,7 @@ def train(
 @flow(name="evaluate")
 def evaluate(
     model_name: str | None = None,
-    version: str = "champion",
+    version: str | int = "champion",
     run_id: str | None = None,
     snapshot_id: str | None = None,
     splits: tuple[str, ...] = ("test",),
@@ -106,7 +106,7 @@ def evaluate(
     this_run = new_run_id(flow_run.get_id())
 
     # 1. Find the checkpoint and, unless given, the snapshot it was trained on.
-    target = resolve_model(root, model_name, version, run_id)
+    target = resolve_model(root, model_name, str(version), run_id)
     snapshot_id = snapshot_id or target["snapshot_id"]
 
     # 2. Evaluate it.
@@ -164,7 +164,7 @@ def pipeline(
     # 1. Ingest the source as a snapshot (free when it is already stored).
     spec = source_spec(source, data, download, test_fraction, seed)
     snapshot = ingest_snapshot(root, spec, validation_fraction)
-    name = model_name or f"{snapshot['dataset']}-{architecture}"
+    name = model_name or default_model_name(snapshot["dataset"], architecture)
 
     # 2. Train on its train split, watching the validation split.
     checkpoint = train_model(root, run_id, snapshot["snapshot_id"], config)

@@ -22,7 +22,7 @@ DEFAULT_MODEL = "digits-lenet"
 @flow(name="reevaluate")
 def reevaluate(
     model_name: str = DEFAULT_MODEL,
-    version: str = "champion",
+    version: str | int = "champion",
     source: str | None = None,
     data: str | None = None,
     extra_sets: dict[str, dict[str, str]] | None = None,
@@ -42,7 +42,7 @@ def reevaluate(
     limits = check_thresholds(thresholds or DEFAULT_THRESHOLDS)
 
     # 1. Resolve the model by alias or version.
-    model = resolve_model(root, model_name, version, None)
+    model = resolve_model(root, model_name, str(version), None)
 
     # 2. Re-ingest its source; content addressing makes this free if unchanged.
     source = source_for_model(root, model["snapshot_id"], source, data)

@@ -7,6 +7,7 @@ On CUDA, cuDNN may choose non-deterministic kernels, so runs are close but not
 guaranteed identical.
 """
 
+import math
 import os
 import random
 import time
@@ -138,9 +139,13 @@ def _check_choice(field: str, value: str, choices: Mapping[str, object]) -> None
 
 
 def _check_positive(field: str, value: float) -> None:
-    """Raise ValueError when ``value`` is not strictly positive."""
-    if not value > 0:
+    """Raise ValueError when ``value`` is not strictly positive and finite."""
+    if not 0 < value < math.inf:
         raise ValueError(f"expected a positive {field}, got {value}")
+
+
+class TrainingDiverged(ArithmeticError):
+    """The loss stopped being a finite number."""
 
 
 @dataclass
@@ -206,6 +211,11 @@ def fit(
             config.batch_size,
             generator,
         )
+        if not math.isfinite(stats.train_loss):
+            raise TrainingDiverged(
+                f"training diverged: the train loss is {stats.train_loss} at epoch "
+                f"{epoch}; expected a finite loss (try a lower learning rate)"
+            )
         history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)

@@ -9,6 +9,7 @@ import pandas as pd
 from tasks import registry
 from tasks.errors import NotFoundError
 from tasks.runs import find_run, read_run_record
+from tasks.schemas import Metrics
 from tasks.snapshots import RECORD as SNAPSHOT_RECORD
 from tasks.snapshots import Snapshot
 from tasks.store import read_arrow, read_table, schema_for
@@ -56,7 +57,7 @@ def _test_accuracy(folder: Path) -> str | None:
     path = folder / "metrics.parquet"
     if not path.is_file():
         return None
-    metrics = pd.read_parquet(path, columns=["split", "metric", "average", "value"])
+    metrics = read_table(path, Metrics)
     match = metrics[
         (metrics["split"] == "test")
         & (metrics["metric"] == "accuracy")
@@ -77,10 +78,10 @@ def list_models(root: Path) -> list[dict[str, Any]]:
                     "model": name,
                     "version": version,
                     "alias": by_version.get(version),
-                    "architecture": card["architecture"],
-                    "snapshot": card["snapshot_id"],
-                    "test accuracy": card["metrics"].get("test_accuracy"),
-                    "registered_at": card["registered_at"][:19],
+                    "architecture": card.get("architecture"),
+                    "snapshot": card.get("snapshot_id"),
+                    "test accuracy": card.get("metrics", {}).get("test_accuracy"),
+                    "registered_at": str(card.get("registered_at", ""))[:19],
                 }
             )
     return rows

@@ -14,6 +14,7 @@ so two pipelines that finish at once get different versions.
 import fcntl
 import os
 import platform
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -44,6 +45,16 @@ from tasks.store import (
 CHAMPION = "champion"
 # The figure that decides which version is champion, as stored on the card.
 CHAMPION_METRIC = "test_accuracy"
+# What a checkpoint must hold to be rebuilt and evaluated.
+CHECKPOINT_KEYS = (
+    "architecture",
+    "input",
+    "state_dict",
+    "config",
+    "class_names",
+    "snapshot_id",
+    "dataset",
+)
 LIBRARIES = ("torch", "torchvision", "prefect", "pandera", "pyarrow", "numpy")
 
 
@@ -76,16 +87,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise NotFoundError(f"no such checkpoint: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
         message = f"checkpoint {path} cannot be loaded: {type(error).__name__}"
         raise TableError(message) from None
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if not isinstance(checkpoint, dict) or missing:
+        raise TableError(
+            f"checkpoint {path} lacks {', '.join(missing) or 'its fields'}; "
+            f"expected a vigil checkpoint with {', '.join(CHECKPOINT_KEYS)}"
+        )
+    return checkpoint
 
 
 def network_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
     """Rebuild the network a checkpoint describes and load its weights."""
-    network = build_network(checkpoint["architecture"], **checkpoint["input"])
-    network.load_state_dict(checkpoint["state_dict"])
+    try:
+        network = build_network(checkpoint["architecture"], **checkpoint["input"])
+        network.load_state_dict(checkpoint["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0]
+        message = f"checkpoint of run {checkpoint.get('run_id')} does not load: {first}"
+        raise TableError(message) from None
     return network.eval()
 
 
@@ -155,6 +178,7 @@ def aliases(root: Path, name: str) -> dict[str, int]:
 
 def resolve(root: Path, name: str, reference: str | int = CHAMPION) -> ModelVersion:
     """A version by number or alias ('champion', '3', 3)."""
+    check_model_name(name)
     known = versions(root, name)
     if not known:
         names = ", ".join(model_names(root)) or "none registered yet"
@@ -255,6 +279,12 @@ def promote_if_better(root: Path, candidate: ModelVersion) -> bool:
             )
         _move_alias(root, candidate.name, CHAMPION, candidate.version, reason)
     return True
+
+
+def default_model_name(dataset: str, architecture: str) -> str:
+    """``<dataset>-<architecture>``, with characters a name cannot hold as '-'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{dataset}-{architecture}")
+    return name.lstrip(".-") or architecture
 
 
 def check_model_name(name: str) -> str:

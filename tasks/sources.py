@@ -111,6 +111,22 @@ class _ParquetPart(NamedTuple):
 
 def load_source(spec: SourceSpec) -> DecodedSource:
     """Decode the source that ``spec`` names into uint8 train and test splits."""
+    check_spec(spec)
+    decoded = _load(spec)
+    if len(decoded.class_names) < 2:
+        raise DatasetError(
+            f"{decoded.name} has {len(decoded.class_names)} class "
+            f"({', '.join(decoded.class_names)}); expected at least two classes"
+        )
+    return decoded
+
+
+def check_spec(spec: SourceSpec) -> SourceSpec:
+    """Refuse a spec that cannot name a source, before reading any data."""
+    if spec.source not in SOURCES:
+        raise DatasetError(
+            f"unknown source {spec.source!r}; expected one of {', '.join(SOURCES)}"
+        )
     if not 0.0 < spec.test_fraction < 1.0:
         raise DatasetError(
             f"test_fraction {spec.test_fraction} is out of range; "
@@ -123,13 +139,7 @@ def load_source(spec: SourceSpec) -> DecodedSource:
             f"source 'digits' is built in and takes no --data (got {spec.path}); "
             "expected --source imagefolder or parquet for data of your own"
         )
-    decoded = _load(spec)
-    if len(decoded.class_names) < 2:
-        raise DatasetError(
-            f"{decoded.name} has {len(decoded.class_names)} class "
-            f"({', '.join(decoded.class_names)}); expected at least two classes"
-        )
-    return decoded
+    return spec
 
 
 def _load(spec: SourceSpec) -> DecodedSource:

@@ -14,8 +14,14 @@ from rich.progress import Progress
 
 from model.networks import build_network
 from model.statistics import channel_statistics
-from model.training import EpochStats, TrainConfig, fit, seed_everything
-from tasks.errors import DatasetError
+from model.training import (
+    EpochStats,
+    TrainConfig,
+    TrainingDiverged,
+    fit,
+    seed_everything,
+)
+from tasks.errors import DatasetError, VigilError
 from tasks.logs import run_logger
 from tasks.registry import save_checkpoint
 from tasks.runs import run_folder
@@ -100,15 +106,18 @@ def train_model(root: str, run_id: str, snapshot_id: str, config: TrainConfig) -
             logger.info(epoch_line(stats, config.epochs))
             advance()
 
-        history = fit(
-            network,
-            torch.from_numpy(train_images),
-            torch.from_numpy(train_labels),
-            torch.from_numpy(val_images),
-            torch.from_numpy(val_labels),
-            config,
-            on_epoch=report,
-        )
+        try:
+            history = fit(
+                network,
+                torch.from_numpy(train_images),
+                torch.from_numpy(train_labels),
+                torch.from_numpy(val_images),
+                torch.from_numpy(val_labels),
+                config,
+                on_epoch=report,
+            )
+        except TrainingDiverged as error:
+            raise VigilError(str(error)) from None
 
     folder = run_folder(Path(root), run_id)
     context = {"run_id": run_id, "snapshot_id": snapshot_id, "config": asdict(config)}

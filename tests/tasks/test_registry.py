@@ -265,6 +265,10 @@ def test_checkpoint_round_trip_rebuilds_an_identical_network(tmp_path):
         "architecture": "lenet",
         "input": INPUT,
         "state_dict": network.state_dict(),
+        "config": {},
+        "class_names": ["a", "b", "c"],
+        "snapshot_id": "s",
+        "dataset": "d",
     }
     path = save_checkpoint(checkpoint, tmp_path / "model.pt")
     assert os.listdir(tmp_path) == ["model.pt"]
@@ -273,6 +277,20 @@ def test_checkpoint_round_trip_rebuilds_an_identical_network(tmp_path):
     batch = torch.randint(0, 256, (5, 8, 8, 1), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.equal(rebuilt(batch), network(batch))
+
+
+def test_a_checkpoint_without_vigil_fields_is_refused(tmp_path: Path) -> None:
+    path = save_checkpoint({"x": torch.ones(1)}, tmp_path / "model.pt")
+    with pytest.raises(TableError, match="lacks architecture, input, state_dict"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_with_missing_weights_does_not_load(tmp_path: Path) -> None:
+    state = build_network("lenet", **INPUT).state_dict()
+    del state[next(iter(state))]  # drop one weight
+    checkpoint = {"architecture": "lenet", "input": INPUT, "state_dict": state}
+    with pytest.raises(TableError, match="does not load: Error"):
+        network_from_checkpoint(checkpoint)
 
 
 def _truncated(path: Path) -> None:
