@@ -14,7 +14,12 @@ from model.training import TrainConfig
 from tasks.errors import VigilError
 from tasks.evaluation import evaluate_model, publish_metrics
 from tasks.ingest import ingest_snapshot
-from tasks.registration import record_run, register_model, resolve_model
+from tasks.registration import (
+    check_model_name_for,
+    record_run,
+    register_model,
+    resolve_model,
+)
 from tasks.registry import check_model_name, default_model_name
 from tasks.runs import new_run_id
 from tasks.sources import SourceSpec
@@ -164,7 +169,11 @@ def pipeline(
     # 1. Ingest the source as a snapshot (free when it is already stored).
     spec = source_spec(source, data, download, test_fraction, seed)
     snapshot = ingest_snapshot(root, spec, validation_fraction)
-    name = model_name or default_model_name(snapshot["dataset"], architecture)
+    name = check_model_name_for(
+        root,
+        model_name or default_model_name(snapshot["dataset"], architecture),
+        snapshot["snapshot_id"],
+    )
 
     # 2. Train on its train split, watching the validation split.
     checkpoint = train_model(root, run_id, snapshot["snapshot_id"], config)

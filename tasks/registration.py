@@ -1,17 +1,21 @@
 """Prefect tasks: register a run's model and record what a run produced."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from model.device import default_device
 from tasks import registry
-from tasks.errors import VigilError
+from tasks.errors import DatasetError, VigilError
+from tasks.evaluation import check_compatible, evaluate_split
 from tasks.logs import run_logger
-from tasks.monitoring import baseline_figures, card_figures
+from tasks.monitoring import FIGURE_DECIMALS, baseline_figures, card_figures
 from tasks.runs import find_run, run_folder, write_run_record
 from tasks.schemas import ConfusionMatrix, Metrics
+from tasks.snapshots import find_snapshot
 from tasks.store import read_table, table_context, write_table
 
 
@@ -27,6 +31,51 @@ def stamp_version(folder: Path, version: int) -> None:
         frame = read_table(path, schema).assign(model_version=version)
         context = {**table_context(path), "model_version": version}
         write_table(frame, schema, path, context)
+
+
+def score_on(root: Path, snapshot_id: str) -> Callable[[registry.ModelVersion], float]:
+    """Score a registered version on this snapshot's test split.
+
+    A version tested on the same snapshot keeps its card's figure; another is
+    evaluated here, so that champions are compared on the same images.
+    """
+
+    def score(version: registry.ModelVersion) -> float:
+        if version.card["snapshot_id"] == snapshot_id:
+            return registry.card_score(version)
+        snapshot = find_snapshot(root, snapshot_id)
+        checkpoint = registry.load_checkpoint(version.checkpoint_path)
+        check_compatible(checkpoint, snapshot)
+        network = registry.network_from_checkpoint(checkpoint).to(default_device())
+        rows, _, _ = evaluate_split(network, snapshot, "test")
+        (accuracy,) = [row["value"] for row in rows if row["metric"] == "accuracy"]
+        return round(accuracy, FIGURE_DECIMALS)
+
+    return score
+
+
+def check_registrable(root: Path, model_name: str, snapshot_id: str) -> None:
+    """Refuse to add a model for other classes or images to an existing name."""
+    known = registry.versions(root, model_name)
+    if not known:
+        return
+    latest = registry.resolve(root, model_name, known[-1])
+    snapshot = find_snapshot(root, snapshot_id)
+    try:
+        check_compatible(registry.load_checkpoint(latest.checkpoint_path), snapshot)
+    except DatasetError as error:
+        raise DatasetError(
+            f"model {model_name!r} cannot take this data: {error}; choose another "
+            "--model-name"
+        ) from None
+
+
+@task(name="check-model-name", cache_policy=NO_CACHE)
+def check_model_name_for(root: str, model_name: str, snapshot_id: str) -> str:
+    """The model name, once it is valid and its versions fit the snapshot."""
+    registry.check_model_name(model_name)
+    check_registrable(Path(root), model_name, snapshot_id)
+    return model_name
 
 
 @task(name="register-model", cache_policy=NO_CACHE)
@@ -48,7 +97,9 @@ def register_model(root: str, run_id: str, model_name: str) -> dict[str, Any]:
     registry.check_model_name(model_name)
     version = registry.register(Path(root), model_name, folder / "checkpoint.pt", card)
     stamp_version(folder, version.version)
-    champion = registry.promote_if_better(Path(root), version)
+    champion = registry.promote_if_better(
+        Path(root), version, score_on(Path(root), checkpoint["snapshot_id"])
+    )
     logger.info(
         "registered %s version %d%s",
         model_name,

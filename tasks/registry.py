@@ -17,7 +17,7 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -262,20 +262,33 @@ def _move_alias(root: Path, name: str, alias: str, version: int, reason: str) ->
     write_json({**current, alias: version}, folder / "aliases.json")
 
 
-def promote_if_better(root: Path, candidate: ModelVersion) -> bool:
-    """Make ``candidate`` champion when it beats the current one; say if it did."""
-    score = candidate.card["metrics"][CHAMPION_METRIC]
+def card_score(version: ModelVersion) -> float:
+    """The champion metric as recorded on a version's card."""
+    return version.card["metrics"][CHAMPION_METRIC]
+
+
+def promote_if_better(
+    root: Path,
+    candidate: ModelVersion,
+    incumbent_score: Callable[[ModelVersion], float] = card_score,
+) -> bool:
+    """Make ``candidate`` champion when it beats the current one; say if it did.
+
+    ``incumbent_score`` gives the champion's figure to beat; it should be
+    measured on the candidate's test data when the two were tested apart.
+    """
+    score = card_score(candidate)
     with locked(root, candidate.name):
         current = aliases(root, candidate.name).get(CHAMPION)
         if current is None:
             reason = f"first champion ({CHAMPION_METRIC} {score:.4f})"
         else:
-            incumbent = resolve(root, candidate.name, current)
-            best = incumbent.card["metrics"][CHAMPION_METRIC]
+            best = incumbent_score(resolve(root, candidate.name, current))
             if score <= best:
                 return False
             reason = (
-                f"{CHAMPION_METRIC} {score:.4f} beats version {current}'s {best:.4f}"
+                f"{CHAMPION_METRIC} {score:.4f} beats version {current}'s {best:.4f} "
+                "on the same test split"
             )
         _move_alias(root, candidate.name, CHAMPION, candidate.version, reason)
     return True

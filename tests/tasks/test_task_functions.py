@@ -4,16 +4,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from sklearn.metrics import accuracy_score
 from sklearn.metrics import confusion_matrix as sklearn_confusion
 
 from model.training import EpochStats, TrainConfig
 from tasks.errors import DatasetError
 from tasks.evaluation import evaluate_model
 from tasks.ingest import ingest_snapshot
-from tasks.registration import register_model, resolve_model
-from tasks.registry import aliases, load_checkpoint
+from tasks.registration import check_model_name_for, register_model, resolve_model
+from tasks.registry import (
+    alias_events,
+    aliases,
+    load_checkpoint,
+    network_from_checkpoint,
+)
 from tasks.schemas import ConfusionMatrix, Metrics, TrainingHistory
+from tasks.snapshots import find_snapshot, load_split
 from tasks.sources import SourceSpec
 from tasks.store import read_table
 from tasks.training import epoch_line, train_model
@@ -166,3 +174,39 @@ def test_training_on_images_too_small_for_the_network_is_refused(
     ):
         train_model.fn(chain["root"], "run-3", tiny["snapshot_id"], CONFIG)
     assert not (Path(chain["root"]) / "runs" / "run-3").exists()
+
+
+def test_a_name_holds_models_of_one_kind_only(chain: dict, tmp_path: Path) -> None:
+    tree = image_tree(tmp_path / "rgb", size=4)
+    other = ingest_snapshot.fn(chain["root"], SourceSpec("imagefolder", tree))
+    with pytest.raises(
+        DatasetError, match="model 'digits-lenet' cannot take this data"
+    ):
+        check_model_name_for.fn(chain["root"], "digits-lenet", other["snapshot_id"])
+    assert check_model_name_for.fn(chain["root"], "rgb-lenet", other["snapshot_id"])
+
+
+def test_champions_are_compared_on_the_same_test_split(chain: dict) -> None:
+    root = chain["root"]
+    # Another seed splits the digits differently: a new snapshot, new test set.
+    reshuffled = ingest_snapshot.fn(root, SourceSpec("digits", seed=1))
+    assert reshuffled["snapshot_id"] != chain["snapshot"]["snapshot_id"]
+    config = TrainConfig(optimizer="adam", learning_rate=0.003, epochs=3, seed=1)
+    checkpoint = train_model.fn(root, "run-4", reshuffled["snapshot_id"], config)
+    evaluate_model.fn(root, "run-4", checkpoint, reshuffled["snapshot_id"], "d")
+    registered = register_model.fn(root, "run-4", "digits-lenet")
+
+    # The champion's accuracy on the new test split, computed here directly.
+    snapshot = find_snapshot(Path(root), reshuffled["snapshot_id"])
+    images, labels = load_split(snapshot, "test")
+    champion = network_from_checkpoint(load_checkpoint(Path(chain["checkpoint"])))
+    predicted = champion(torch.from_numpy(images)).argmax(dim=1).numpy()
+    champion_accuracy = round(accuracy_score(labels, predicted), 4)
+    candidate = read_table(Path(root) / "runs" / "run-4" / "metrics.parquet", Metrics)
+    candidate_accuracy = candidate[
+        (candidate["split"] == "test") & (candidate["metric"] == "accuracy")
+    ]["value"].item()
+    assert registered["champion"] is (round(candidate_accuracy, 4) > champion_accuracy)
+    if registered["champion"]:
+        reason = alias_events(Path(root), "digits-lenet")["reason"].iloc[-1]
+        assert f"{champion_accuracy:.4f} on the same test split" in reason
