@@ -36,6 +36,26 @@ def resolve_root(root: str | Path | None = None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
+def process_umask() -> int:
+    """The process's umask, read without changing it (Linux), else 0o022."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def share_like_umask(path: Path, mode: int) -> None:
+    """Give a temporary file or folder the mode a plain one would get.
+
+    mkstemp and mkdtemp create private (0600, 0700) entries; artifacts are
+    meant for teammates and workers running as other users too.
+    """
+    os.chmod(path, mode & ~process_umask())
+
+
 def ensure_folder(folder: Path) -> Path:
     """Create ``folder`` (and parents), or say in one line why it cannot be."""
     try:
@@ -52,9 +72,11 @@ def staging_folder(parent: Path, prefix: str) -> Path:
     """A fresh hidden folder in ``parent`` to build an artifact in before renaming."""
     ensure_folder(parent)
     try:
-        return Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     except OSError as error:
         raise StorageError(f"cannot write in {parent}: {error.strerror}") from None
+    share_like_umask(staging, 0o777)
+    return staging
 
 
 @contextmanager
@@ -68,6 +90,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as error:
         raise StorageError(f"cannot write in {path.parent}: {error.strerror}") from None
     os.close(handle)
+    share_like_umask(Path(temporary), 0o666)
     try:
         yield Path(temporary)
         os.replace(temporary, path)

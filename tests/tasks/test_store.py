@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tasks.store import (
     read_json,
     read_table,
     resolve_root,
+    staging_folder,
     table_context,
     write_json,
     write_table,
@@ -502,3 +504,14 @@ def test_an_artifact_root_that_is_a_file_is_refused_in_one_line(tmp_path: Path) 
     blocker.write_text("a file where the artifact root should be")
     with pytest.raises(StorageError, match="cannot create folder .*: Not a directory"):
         write_json({"a": 1}, blocker / "runs" / "x" / "run.json")
+
+
+def test_artifacts_get_the_modes_the_umask_gives(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        path = write_json({"a": 1}, tmp_path / "record.json")
+        folder = staging_folder(tmp_path, ".stage.")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
