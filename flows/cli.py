@@ -1,6 +1,7 @@
 """The ``vigil`` command line."""
 
 import logging
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -462,8 +463,15 @@ def with_pandas_options(show: Any) -> None:
         show()
 
 
+def _exit_on_terminate(signal_number: int, frame: Any) -> None:
+    # Unwinding (rather than dying on the signal) runs the exit handlers that
+    # stop Prefect's temporary server.
+    raise SystemExit(128 + signal_number)
+
+
 def main() -> None:
     """Entry point of the ``vigil`` console script: user errors end in one line."""
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
     try:
         app()
     except VigilError as error:

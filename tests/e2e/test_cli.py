@@ -3,6 +3,10 @@
 import json
 import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +255,30 @@ def test_without_an_api_url_vigil_uses_a_temporary_server(
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Starting temporary server" in result.stderr
     assert list(tmp_path.glob("datasets/digits/*/snapshot.json"))
+
+
+def test_sigterm_stops_the_temporary_server_and_leaves_no_half_artifact(
+    tmp_path: Path,
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), VIGIL_ARTIFACT_ROOT=str(tmp_path))
+    vigil = Path(sys.executable).parent / "vigil"
+    process = subprocess.Popen(
+        [str(vigil), "run"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    port = None
+    for line in process.stderr:
+        started = re.search(
+            r"Starting temporary server on http://127\.0\.0\.1:(\d+)", line
+        )
+        port = int(started.group(1)) if started else port
+        if re.search(r"epoch +2/", line):
+            break
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert port is not None
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "temporary server still up"
+    leftovers = [p for p in tmp_path.rglob(".*") if "home" not in p.parts]
+    assert leftovers == []
