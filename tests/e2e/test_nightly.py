@@ -138,7 +138,20 @@ def test_a_triggered_nightly_run_completes_and_appends_its_rows(
     store: dict, served: subprocess.Popen
 ) -> None:
     before = history_runs(store["root"])
-    result = prefect("deployment", "run", "reevaluate/nightly", "--watch", store=store)
+    # As the README shows it: a version number and a threshold as parameters.
+    result = prefect(
+        "deployment",
+        "run",
+        "reevaluate/nightly",
+        "--watch",
+        "--param",
+        "model_name=digits-lenet",
+        "--param",
+        "version=1",
+        "--param",
+        'thresholds={"accuracy": 0.05}',
+        store=store,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_id = created_run_id(result.stdout)
     assert flow_run(store["url"], run_id).state.is_completed()

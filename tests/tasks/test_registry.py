@@ -214,7 +214,7 @@ def test_alias_events_are_stored_under_their_schema(tmp_path, checkpoint_file):
     assert events["version"].tolist() == [1, 2]
     assert events["reason"].tolist() == [
         "first champion (test_accuracy 0.8000)",
-        "test_accuracy 0.9000 beats version 1's 0.8000",
+        "test_accuracy 0.9000 beats version 1's 0.8000 on the same test split",
     ]
     assert str(events["changed_at"].dt.tz) == "UTC"
     assert events["changed_at"].is_monotonic_increasing
