@@ -1,15 +1,29 @@
 """What `vigil status` reports: the server, deployments, schedules, runs."""
 
+from datetime import datetime, timezone
 from typing import Any
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL
 
 from tasks.errors import VigilError
 
 FLOWS = ["ingest", "train", "evaluate", "pipeline", "reevaluate"]
+# Enough for a degradation message naming two metrics.
+MESSAGE_CHARACTERS = 160
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def read_status(runs: int = 10) -> dict[str, Any]:
@@ -28,14 +42,33 @@ def read_status(runs: int = 10) -> dict[str, Any]:
             flow.id: flow.name for flow in client.read_flows(flow_filter=_vigil_flows())
         }
         deployments = client.read_deployments(flow_filter=_vigil_flows())
+        # Runs that are due or done; the nightly's future runs show as "next run".
         recent = client.read_flow_runs(
-            flow_filter=_vigil_flows(), sort=FlowRunSort.START_TIME_DESC, limit=runs
+            flow_filter=_vigil_flows(),
+            flow_run_filter=FlowRunFilter(
+                expected_start_time=FlowRunFilterExpectedStartTime(before_=now())
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=runs,
         )
+        upcoming = client.read_flow_runs(
+            flow_filter=_vigil_flows(),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=["SCHEDULED"])
+                ),
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=now()),
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+        )
+        next_runs: dict[Any, Any] = {}
+        for run in upcoming:
+            next_runs.setdefault(run.deployment_id, run.expected_start_time)
         names = {d.id: f"{flows.get(d.flow_id, '?')}/{d.name}" for d in deployments}
         return {
             "server": url,
             "health": "healthy",
-            "deployments": [_describe(d, flows) for d in deployments],
+            "deployments": [_describe(d, flows, next_runs) for d in deployments],
             "runs": [_describe_run(r, flows, names) for r in recent],
         }
 
@@ -44,7 +77,7 @@ def _vigil_flows() -> FlowFilter:
     return FlowFilter(name=FlowFilterName(any_=FLOWS))
 
 
-def _describe(deployment: Any, flows: dict) -> dict[str, Any]:
+def _describe(deployment: Any, flows: dict, next_runs: dict) -> dict[str, Any]:
     schedules = deployment.schedules or []
     return {
         "deployment": f"{flows.get(deployment.flow_id, '?')}/{deployment.name}",
@@ -54,6 +87,7 @@ def _describe(deployment: Any, flows: dict) -> dict[str, Any]:
         )
         or "on demand",
         "schedule active": ", ".join(str(s.active) for s in schedules) or "-",
+        "next run": _time(next_runs.get(deployment.id)),
         "last polled": _time(deployment.last_polled),
         # READY while something polls for its runs, NOT_READY once nothing has.
         "status": getattr(deployment.status, "value", deployment.status),
@@ -69,7 +103,7 @@ def _describe_run(run: Any, flows: dict, deployments: dict) -> dict[str, Any]:
         "start": _time(run.start_time)
         if run.start_time
         else f"{_time(run.expected_start_time)} (expected)",
-        "message": (run.state.message or "")[:80] if run.state else "",
+        "message": (run.state.message or "")[:MESSAGE_CHARACTERS] if run.state else "",
     }
 
 

@@ -197,7 +197,10 @@ def test_vigil_status_reports_deployments_and_runs(
     assert result.returncode == 0, result.stderr
     assert "reevaluate/nightly" in result.stdout
     assert "0 2 * * * Europe/Berlin" in result.stdout
-    assert "Completed" in result.stdout
+    assert "Completed" in result.stdout and "Failed" in result.stdout
+    # The next nightly run: 02:00 in Berlin, 01:00 or 00:00 UTC by the season.
+    assert re.search(r"\d{4}-\d\d-\d\d 0[01]:00:00 UTC", result.stdout)
+    assert "degraded: accuracy" in result.stdout
 
 
 def test_stopping_serve_leaves_the_schedule_active(
