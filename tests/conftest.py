@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
@@ -111,3 +114,19 @@ def requires_cifar10() -> Path:
 def start_prefect_server():
     """Start another server of one's own: ``with start_prefect_server(home):``."""
     return running_prefect_server
+
+
+@pytest.fixture(scope="session")
+def inverted_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits with black and white swapped: the digits' classes, data a model misreads.
+
+    An ImageFolder tree of 20 PNG images per class, folders '0'..'9'.
+    """
+    tree = tmp_path_factory.mktemp("inverted")
+    digits = load_digits()
+    for label in range(10):
+        (tree / str(label)).mkdir()
+        for index in np.flatnonzero(digits.target == label)[:20]:
+            pixels = np.round(digits.images[index] * 255 / 16).astype(np.uint8)
+            Image.fromarray(255 - pixels).save(tree / str(label) / f"{index}.png")
+    return tree

@@ -6,12 +6,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from sklearn.datasets import load_digits
 
 from tasks.history import read_history
 from tasks.schemas import Metrics
@@ -108,17 +105,6 @@ def history_runs(root: Path) -> dict[str, int]:
     return history.groupby("run_id").size().to_dict()
 
 
-def inverted_digits(folder: Path) -> Path:
-    """Digits with black and white swapped: the model's classes, misread."""
-    digits = load_digits()
-    for label in range(10):
-        (folder / str(label)).mkdir(parents=True)
-        for index in np.flatnonzero(digits.target == label)[:20]:
-            pixels = np.round(digits.images[index] * 255 / 16).astype(np.uint8)
-            Image.fromarray(255 - pixels).save(folder / str(label) / f"{index}.png")
-    return folder
-
-
 def test_serve_registers_three_deployments_with_the_nightly_schedule(
     store: dict, served: subprocess.Popen
 ) -> None:
@@ -163,9 +149,9 @@ def test_a_triggered_nightly_run_completes_and_appends_its_rows(
 
 
 def test_a_run_on_data_the_model_misreads_ends_failed_with_the_cause(
-    store: dict, served: subprocess.Popen
+    store: dict, served: subprocess.Popen, inverted_digits: Path
 ) -> None:
-    data = inverted_digits(store["root"] / "inverted")
+    data = inverted_digits
     result = prefect(
         "deployment",
         "run",

@@ -3,13 +3,10 @@
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.events.filters import EventFilter, EventNameFilter
-from sklearn.datasets import load_digits
 
 from flows.pipeline import pipeline
 from flows.reevaluate import reevaluate
@@ -18,28 +15,12 @@ from tasks.schemas import Metrics
 from tasks.store import read_table
 
 FAST = {"optimizer": "adam", "learning_rate": 0.003, "epochs": 4}
-# Images per class in the inverted set: small, and enough for a test split.
-PER_CLASS = 20
 
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("store")
     return pipeline(artifact_root=str(root), model_name="watched", **FAST)
-
-
-@pytest.fixture(scope="module")
-def inverted_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Digits with black and white swapped: same classes, data the model misreads."""
-    tree = tmp_path_factory.mktemp("inverted")
-    digits = load_digits()
-    for label in range(10):
-        (tree / str(label)).mkdir()
-        members = np.flatnonzero(digits.target == label)[:PER_CLASS]
-        for index in members:
-            pixels = np.round(digits.images[index] * 255 / 16).astype(np.uint8)
-            Image.fromarray(255 - pixels).save(tree / str(label) / f"{index}.png")
-    return tree
 
 
 def test_an_unchanged_model_completes_and_appends_its_rows(registered: dict) -> None:
