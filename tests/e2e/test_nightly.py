@@ -197,3 +197,26 @@ def test_stopping_serve_leaves_the_schedule_active(
     nightly = deployments(store["url"])["reevaluate/nightly"]
     assert nightly["paused"] is False
     assert all(schedule.active for schedule in nightly["schedules"])
+
+
+def test_vigil_history_prints_the_runs_of_the_nightly(store: dict, run_vigil) -> None:
+    shown = run_vigil(
+        "history",
+        "--metric",
+        "accuracy",
+        "--split",
+        "test",
+        env=store["env"],
+        cwd=store["root"],
+    )
+    assert shown.returncode == 0, shown.stderr
+    history, _ = read_history(store["root"], metric="accuracy", split="test")
+    overall = history[history["class_index"].isna()]
+    assert len(overall) >= 2  # the healthy and the degraded run
+    for value in overall["value"].round(4):
+        assert f"{value}" in shown.stdout
+    refused = run_vigil(
+        "history", "--metric", "bogus", env=store["env"], cwd=store["root"]
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip().startswith("error: unknown metric 'bogus'")
