@@ -15,8 +15,6 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
 VENV_BIN = Path(sys.executable).parent
 # Generous: the first start of a server migrates a fresh SQLite database.
 SERVER_START_SECONDS = 120
@@ -84,15 +82,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def run_vigil():
-    """Run the installed ``vigil`` command as a user would."""
+def installed(program: str):
+    """A function that runs an installed command as a user would."""
 
     def run(
         *arguments: str, env: dict, cwd: Path, timeout: float = 600
     ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(VENV_BIN / "vigil"), *arguments],
+            [str(VENV_BIN / program), *arguments],
             env=env,
             cwd=cwd,
             capture_output=True,
@@ -103,11 +100,16 @@ def run_vigil():
     return run
 
 
-@pytest.fixture
-def requires_cifar10() -> Path:
-    if not SHARED_CIFAR10.is_dir():
-        pytest.skip(f"real CIFAR-10 copy not found at {SHARED_CIFAR10}")
-    return SHARED_CIFAR10
+@pytest.fixture(scope="session")
+def run_vigil():
+    """Run the installed ``vigil`` command."""
+    return installed("vigil")
+
+
+@pytest.fixture(scope="session")
+def run_prefect():
+    """Run the installed ``prefect`` command."""
+    return installed("prefect")
 
 
 @pytest.fixture(scope="session")

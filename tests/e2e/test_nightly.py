@@ -16,7 +16,6 @@ from tasks.store import read_table
 
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 SERVE_READY_SECONDS = 120
-RUN_SECONDS = 300
 
 
 @pytest.fixture(scope="module")
@@ -82,17 +81,6 @@ def flow_run(url: str, run_id: str):
         return c.read_flow_run(run_id)
 
 
-def prefect(*arguments: str, store: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(VENV_BIN / "prefect"), *arguments],
-        env=store["env"],
-        cwd=store["root"],
-        capture_output=True,
-        text=True,
-        timeout=RUN_SECONDS,
-    )
-
-
 def created_run_id(output: str) -> str:
     match = re.search(r"UUID:\s+([0-9a-f-]{36})", output)
     assert match, output
@@ -121,11 +109,11 @@ def test_serve_registers_three_deployments_with_the_nightly_schedule(
 
 
 def test_a_triggered_nightly_run_completes_and_appends_its_rows(
-    store: dict, served: subprocess.Popen
+    store: dict, served: subprocess.Popen, run_prefect
 ) -> None:
     before = history_runs(store["root"])
     # As the README shows it: a version number and a threshold as parameters.
-    result = prefect(
+    result = run_prefect(
         "deployment",
         "run",
         "reevaluate/nightly",
@@ -136,7 +124,8 @@ def test_a_triggered_nightly_run_completes_and_appends_its_rows(
         "version=1",
         "--param",
         'thresholds={"accuracy": 0.05}',
-        store=store,
+        env=store["env"],
+        cwd=store["root"],
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_id = created_run_id(result.stdout)
@@ -149,10 +138,10 @@ def test_a_triggered_nightly_run_completes_and_appends_its_rows(
 
 
 def test_a_run_on_data_the_model_misreads_ends_failed_with_the_cause(
-    store: dict, served: subprocess.Popen, inverted_digits: Path
+    store: dict, served: subprocess.Popen, inverted_digits: Path, run_prefect
 ) -> None:
     data = inverted_digits
-    result = prefect(
+    result = run_prefect(
         "deployment",
         "run",
         "reevaluate/nightly",
@@ -161,7 +150,8 @@ def test_a_run_on_data_the_model_misreads_ends_failed_with_the_cause(
         "source=imagefolder",
         "--param",
         f"data={data}",
-        store=store,
+        env=store["env"],
+        cwd=store["root"],
     )
     assert result.returncode == 1
     run_id = created_run_id(result.stdout)
@@ -172,7 +162,9 @@ def test_a_run_on_data_the_model_misreads_ends_failed_with_the_cause(
         r"0\.\d{4} - threshold 0\.0200",
         state.message,
     ), state.message
-    inspected = prefect("flow-run", "inspect", run_id, store=store)
+    inspected = run_prefect(
+        "flow-run", "inspect", run_id, env=store["env"], cwd=store["root"]
+    )
     assert "degraded: accuracy" in inspected.stdout
 
 

@@ -11,11 +11,12 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
-RUN_SECONDS = 300
 
 
 @pytest.fixture(scope="module")
-def deployed(start_prefect_server, run_vigil, tmp_path_factory) -> Iterator[dict]:
+def deployed(
+    start_prefect_server, run_vigil, run_prefect, tmp_path_factory
+) -> Iterator[dict]:
     """A server of its own with the prefect.yaml deployments and a champion."""
     home = tmp_path_factory.mktemp("yaml-home")
     root = tmp_path_factory.mktemp("yaml-store")
@@ -28,20 +29,9 @@ def deployed(start_prefect_server, run_vigil, tmp_path_factory) -> Iterator[dict
             ["work-pool", "create", "vigil-process", "--type", "process"],
             ["deploy", "--all"],
         ):
-            result = prefect("--no-prompt", *command, env=env, cwd=REPO)
+            result = run_prefect("--no-prompt", *command, env=env, cwd=REPO)
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         yield {"env": env, "root": root, "url": server["url"]}
-
-
-def prefect(*arguments: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(VENV_BIN / "prefect"), *arguments],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=RUN_SECONDS,
-    )
 
 
 def test_deploy_all_creates_the_three_deployments_on_the_pool(deployed: dict) -> None:
@@ -63,7 +53,7 @@ def test_deploy_all_creates_the_three_deployments_on_the_pool(deployed: dict) ->
 
 
 def test_a_process_worker_runs_the_nightly_deployment(
-    deployed: dict, tmp_path: Path
+    deployed: dict, tmp_path: Path, run_prefect
 ) -> None:
     env = {**deployed["env"], "PREFECT_WORKER_QUERY_SECONDS": "2"}
     with open(tmp_path / "worker.log", "w") as log:
@@ -75,7 +65,7 @@ def test_a_process_worker_runs_the_nightly_deployment(
             stderr=subprocess.STDOUT,
         )
         try:
-            result = prefect(
+            result = run_prefect(
                 "deployment",
                 "run",
                 "reevaluate/nightly",
